@@ -1,0 +1,70 @@
+"""The ``arx`` command.
+
+Each subcommand lives in its own module, which exposes ``add_arguments(parser)``
+and ``run(args) -> int``. Modules are imported only for the command that runs,
+so ``arx keeps list`` does not pay for importing wasmtime.
+
+Exit codes shared by every command: 0 success; 125 arx itself failed (as
+``docker run`` does, so that it cannot be confused with a workload's own exit
+code); 2 the command line is wrong (argparse's convention). ``arx run`` and
+``arx deploy`` otherwise exit with the workload's code; ``arx verify`` exits 1
+when evidence is rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from arx import __version__
+from arx.errors import ArxError
+
+EXIT_ARX_FAILURE = 125
+EXIT_USAGE = 2
+
+# (command, module, one-line help). The module is imported lazily.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "arx.client.cmd_run", "deploy a workload into a private, local Keep and run it"),
+    ("deploy", "arx.client.cmd_deploy", "deploy a workload into a Keep on a keepmgr host"),
+    ("keepmgr", "arx.keepmgr.cmd", "run the host daemon that creates and supervises Keeps"),
+    ("keeps", "arx.client.cmd_keeps", "list, inspect or delete Keeps on a host"),
+    ("platform", "arx.client.cmd_platform", "show what a host offers"),
+    ("verify", "arx.attestation.cmd_verify", "verify attestation evidence offline"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arx",
+        description="Deploy WebAssembly workloads into attested Keeps.",
+    )
+    parser.add_argument("--version", action="version", version=f"arx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # A command whose module is not part of this build.
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        code: int = args._run(args)
+    except ArxError as exc:
+        print(f"arx: {exc.message}", file=sys.stderr)
+        return EXIT_ARX_FAILURE
+    except KeyboardInterrupt:
+        print("arx: interrupted", file=sys.stderr)
+        return 130
+    return code

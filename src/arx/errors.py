@@ -1,0 +1,138 @@
+"""Every error arx raises on purpose.
+
+One tree, so that callers can catch at the depth they care about and the CLI
+can turn any of them into one clear line and a stable exit code::
+
+    ArxError
+    ├── UsageError               a command line or configuration file is wrong
+    ├── ProtocolError            a peer sent bytes that are not a valid message
+    │   ├── CodecError           not acceptable CBOR (size, depth, tags, duplicates, ...)
+    │   └── MessageError         valid CBOR, wrong shape (unknown field, wrong type, bad value)
+    ├── RemoteError              a peer answered with a well-formed error message
+    ├── TransportError           a peer could not be reached or the connection broke
+    │   └── PinMismatchError     the TLS peer did not hold the key the client provisioned
+    ├── KeepError                a Keep cannot do what was asked
+    │   ├── UnknownKeepError     no Keep has that id
+    │   ├── KeepStateError       the request is not valid in the Keep's current state
+    │   ├── BackendError         the backend is unknown, unavailable or failed
+    │   └── KeepFailedError      the Keep's processes died or misbehaved
+    ├── WorkloadError            the workload itself is unacceptable (invalid Wasm, too large)
+    └── AttestationError         evidence could not be trusted
+        ├── EvidenceParseError   the evidence bytes do not have the documented structure
+        ├── VerificationError    a check failed; names the check, expected and actual values
+        └── PolicyRefusal        the evidence is authentic but the policy does not accept it
+
+Third-party exceptions (cbor2, wasmtime, ssl, OSError, ...) are wrapped at the
+boundary where they occur, with ``raise ... from``, so nothing outside this
+tree escapes a documented entry point.
+"""
+
+from __future__ import annotations
+
+
+class ArxError(Exception):
+    """Root of every error arx raises on purpose.
+
+    ``code`` is a stable, machine-readable identifier: it travels in CBOR error
+    bodies and in ``--json`` output, so it never changes once published.
+    """
+
+    code = "arx_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(ArxError):
+    code = "usage"
+
+
+class ProtocolError(ArxError):
+    code = "protocol"
+
+
+class CodecError(ProtocolError):
+    code = "bad_cbor"
+
+
+class MessageError(ProtocolError):
+    code = "bad_message"
+
+
+class RemoteError(ArxError):
+    """A peer answered with an error body; ``code`` is the peer's code."""
+
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class TransportError(ArxError):
+    code = "transport"
+
+
+class PinMismatchError(TransportError):
+    code = "tls_pin_mismatch"
+
+
+class KeepError(ArxError):
+    code = "keep"
+
+
+class UnknownKeepError(KeepError):
+    code = "unknown_keep"
+
+
+class KeepStateError(KeepError):
+    code = "keep_state"
+
+
+class BackendError(KeepError):
+    code = "backend"
+
+
+class KeepFailedError(KeepError):
+    code = "keep_failed"
+
+
+class WorkloadError(ArxError):
+    code = "workload"
+
+
+class AttestationError(ArxError):
+    code = "attestation"
+
+
+class EvidenceParseError(AttestationError):
+    code = "evidence_parse"
+
+
+class VerificationError(AttestationError):
+    """A named check failed.
+
+    ``check`` is a stable identifier (for example ``snp.policy.debug``) that
+    scripts may rely on; ``expected`` and ``actual`` are human-readable.
+    """
+
+    code = "verification"
+
+    def __init__(self, check: str, message: str, *, expected: str = "", actual: str = "") -> None:
+        detail = message
+        if expected or actual:
+            detail = f"{message} (expected {expected or '?'}, got {actual or '?'})"
+        super().__init__(f"{check}: {detail}")
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+
+
+class PolicyRefusal(AttestationError):
+    """The evidence may be authentic, but the client's policy refuses it."""
+
+    code = "policy"
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
