@@ -15,6 +15,7 @@ can turn any of them into one clear line and a stable exit code::
     │   ├── UnknownKeepError     no Keep has that id
     │   ├── KeepStateError       the request is not valid in the Keep's current state
     │   ├── BackendError         the backend is unknown, unavailable or failed
+    │   ├── CapacityError        the host is at a limit; try again later
     │   └── KeepFailedError      the Keep's processes died or misbehaved
     ├── WorkloadError            the workload itself is unacceptable (invalid Wasm, too large)
     └── AttestationError         evidence could not be trusted
@@ -91,6 +92,10 @@ class KeepStateError(KeepError):
 
 class BackendError(KeepError):
     code = "backend"
+
+
+class CapacityError(KeepError):
+    code = "capacity"
 
 
 class KeepFailedError(KeepError):

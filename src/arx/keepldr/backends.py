@@ -1,0 +1,118 @@
+"""The backends a Keep can be created on, each behind one ``Backend`` protocol.
+
+A backend knows how to start the Keep's wasmldr and how to obtain evidence
+from its platform. This module is imported by keepmgr (for platform info and
+validation) and by keepldr, so it stays free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Protocol
+
+from arx.errors import BackendError
+from arx.protocol.messages import EvidenceReply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchSpec:
+    keep_id: str
+    listen_host: str
+    max_workload_bytes: int
+    parent_pid: int
+
+
+class Backend(Protocol):
+    name: str
+    secure: bool
+    description: str
+
+    def available(self) -> bool:
+        """Whether this host can create Keeps on this backend now."""
+        ...
+
+    def wasmldr_command(self, spec: LaunchSpec) -> list[str]:
+        """The command that starts the Keep and wasmldr inside it."""
+        ...
+
+    def evidence(self, report_data: bytes) -> EvidenceReply:
+        """Evidence from the platform that binds ``report_data`` (keepldr side)."""
+        ...
+
+
+def _wasmldr_process(backend: str, spec: LaunchSpec) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "arx.wasmldr.main",
+        "--backend",
+        backend,
+        "--keep-id",
+        spec.keep_id,
+        "--listen-host",
+        spec.listen_host,
+        "--max-workload-bytes",
+        str(spec.max_workload_bytes),
+        "--parent-pid",
+        str(spec.parent_pid),
+    ]
+
+
+class NilBackend:
+    """A Keep that is a plain process: no isolation from the host, no evidence."""
+
+    name = "nil"
+    secure = False
+    description = (
+        "a plain process with no TEE and no evidence: the host can read and alter "
+        "everything; for development only"
+    )
+
+    def available(self) -> bool:
+        return True
+
+    def wasmldr_command(self, spec: LaunchSpec) -> list[str]:
+        return _wasmldr_process(self.name, spec)
+
+    def evidence(self, report_data: bytes) -> EvidenceReply:
+        # The "none" kind says explicitly that there is nothing to verify;
+        # clients refuse it unless their policy allows insecure backends.
+        return EvidenceReply(evidence_kind="none", evidence=b"")
+
+
+class HardwareBackend:
+    """A TEE backend whose device this build cannot drive yet."""
+
+    secure = True
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = name
+        self.description = description
+
+    def available(self) -> bool:
+        return False
+
+    def wasmldr_command(self, spec: LaunchSpec) -> list[str]:
+        raise BackendError(f"the {self.name} backend is not available on this host")
+
+    def evidence(self, report_data: bytes) -> EvidenceReply:
+        raise BackendError(f"the {self.name} backend is not available on this host")
+
+
+BACKENDS: dict[str, Backend] = {
+    "nil": NilBackend(),
+    "snp": HardwareBackend("snp", "AMD SEV-SNP confidential VM (needs SNP hardware)"),
+    "tdx": HardwareBackend("tdx", "Intel TDX confidential VM (needs TDX hardware)"),
+    "sgx": HardwareBackend("sgx", "Intel SGX enclave (needs SGX hardware)"),
+}
+
+
+def get_backend(name: str) -> Backend:
+    backend = BACKENDS.get(name)
+    if backend is None:
+        known = ", ".join(sorted(BACKENDS))
+        raise BackendError(f"unknown backend {name!r} (this host knows: {known})")
+    if not backend.available():
+        raise BackendError(f"the {name} backend is not available on this host")
+    return backend

@@ -1,0 +1,86 @@
+"""keepldr: creates one Keep on its backend and relays its control channel.
+
+Started by keepmgr with the control channel on stdin/stdout. It starts the
+Keep (for ``nil``: wasmldr as a child process), forwards every frame between
+keepmgr and wasmldr unchanged, and answers wasmldr's evidence requests from
+the platform. It exits when the Keep does, with the Keep's exit status, so
+keepmgr learns of a Keep that died without reporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+
+from arx import procutil
+from arx.errors import ArxError
+from arx.keepldr.backends import LaunchSpec, get_backend
+from arx.protocol.channel import Channel, private_stdio_channel
+from arx.protocol.messages import ErrorBody, EvidenceRequest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="arx-keepldr", description=__doc__)
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--keep-id", required=True)
+    parser.add_argument("--listen-host", default="127.0.0.1")
+    parser.add_argument("--max-workload-bytes", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    procutil.die_with_parent(args.parent_pid)
+    upstream = private_stdio_channel()
+    try:
+        backend = get_backend(args.backend)
+        spec = LaunchSpec(
+            keep_id=args.keep_id,
+            listen_host=args.listen_host,
+            max_workload_bytes=args.max_workload_bytes,
+            parent_pid=os.getpid(),
+        )
+        keep = subprocess.Popen(
+            backend.wasmldr_command(spec),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+    except (ArxError, OSError) as exc:
+        message = exc.message if isinstance(exc, ArxError) else str(exc)
+        print(f"keepldr: cannot start the Keep: {message}", file=sys.stderr)
+        return 1
+    assert keep.stdin is not None
+    assert keep.stdout is not None
+    downstream = Channel(keep.stdout.fileno(), keep.stdin.fileno())
+
+    def relay_down() -> None:
+        # keepmgr -> Keep. When keepmgr goes away, so does the Keep.
+        try:
+            while (msg := upstream.receive()) is not None:
+                downstream.send(msg)
+        except ArxError:
+            pass
+        keep.kill()
+
+    threading.Thread(target=relay_down, daemon=True).start()
+    try:
+        while (msg := downstream.receive()) is not None:
+            if isinstance(msg, EvidenceRequest):
+                try:
+                    downstream.send(backend.evidence(msg.report_data))
+                except ArxError as exc:
+                    upstream.send(ErrorBody(error=exc.code, message=exc.message))
+                    keep.kill()
+                continue
+            upstream.send(msg)
+    except ArxError as exc:
+        print(f"keepldr: {exc.message}", file=sys.stderr)
+        keep.kill()
+    code = keep.wait()
+    # A negative code is a signal; report it as the shell would (128 + n).
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

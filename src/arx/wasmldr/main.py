@@ -1,0 +1,203 @@
+"""wasmldr: the loader inside a Keep (steps 3, 4, 7, 8 and 10).
+
+Started by keepldr with the control channel on stdin/stdout. It makes fresh
+HPKE key pairs, answers attestation requests with evidence that binds its key
+(obtained from the platform through keepldr), opens the sealed TLS key, serves
+the workload over HTTPS, and reports how the workload ended. It then exits:
+a Keep runs one workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import time
+
+from cryptography.hazmat.primitives import serialization
+
+from arx import crypto, procutil
+from arx.errors import ArxError
+from arx.protocol.channel import Channel, private_stdio_channel
+from arx.protocol.messages import (
+    MAX_WORKLOAD_BYTES,
+    AttestRequest,
+    AttestResponse,
+    ErrorBody,
+    EvidenceReply,
+    EvidenceRequest,
+    Exited,
+    HpkeSuiteName,
+    KeepExit,
+    ProvisionRequest,
+    ProvisionResponse,
+    Ready,
+    Shutdown,
+    WorkloadStarted,
+)
+from arx.wasmldr import server
+
+# How long a provisioned Keep waits for its client to connect and send the
+# workload before it gives up and ends; a Keep nobody uses must not live on.
+WORKLOAD_WAIT_TIMEOUT = 120.0
+
+
+class KeepSession:
+    """The control side of one Keep: attestation and provisioning."""
+
+    def __init__(self, channel: Channel, backend: str, keep_id: str) -> None:
+        self.channel = channel
+        self.backend = backend
+        self.keep_id = keep_id
+        self.keys = crypto.KeepKeys.generate()
+        self._attested: tuple[HpkeSuiteName, bytes] | None = None
+
+    def attest(self, request: AttestRequest) -> AttestResponse:
+        public_key = self.keys.public_key(request.hpke_suite)
+        report_data = crypto.report_data(
+            backend=self.backend,
+            nonce=request.nonce,
+            suite=request.hpke_suite,
+            public_key=public_key,
+        )
+        self.channel.send(EvidenceRequest(report_data=report_data))
+        reply = self.channel.receive()
+        if not isinstance(reply, EvidenceReply):
+            raise ArxError("the platform did not answer the evidence request")
+        self._attested = (request.hpke_suite, report_data)
+        return AttestResponse(
+            backend=self.backend,
+            hpke_suite=request.hpke_suite,
+            hpke_public_key=public_key,
+            evidence_kind=reply.evidence_kind,
+            evidence=reply.evidence,
+            certificates=reply.certificates,
+        )
+
+    def open_tls_key(self, request: ProvisionRequest) -> bytes:
+        if self._attested is None:
+            raise ArxError("the Keep must be attested before it is provisioned")
+        suite, report_data = self._attested
+        return self.keys.open(suite, request.sealed_key, crypto.provision_info(report_data))
+
+
+def _listen(host: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(server.MAX_CONNECTIONS)
+    return sock
+
+
+def serve(args: argparse.Namespace, channel: Channel) -> int:
+    session = KeepSession(channel, args.backend, args.keep_id)
+    channel.send(Ready())
+    tls_key_der: bytes | None = None
+    while tls_key_der is None:
+        msg = channel.receive()
+        if msg is None or isinstance(msg, Shutdown):
+            return 0
+        try:
+            if isinstance(msg, AttestRequest):
+                channel.send(session.attest(msg))
+            elif isinstance(msg, ProvisionRequest):
+                tls_key_der = session.open_tls_key(msg)
+            else:
+                channel.send(ErrorBody(error="unexpected", message=f"unexpected {type(msg)}"))
+        except ArxError as exc:
+            channel.send(ErrorBody(error=exc.code, message=exc.message))
+
+    workdir = tempfile.mkdtemp(prefix="arx-keep-")
+    try:
+        key = crypto.load_tls_key(tls_key_der)
+        cert_pem = crypto.self_signed_certificate(key, f"arx keep {args.keep_id}")
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        context = server.server_context(cert_pem, key_pem, workdir)
+    except ArxError as exc:
+        channel.send(ErrorBody(error=exc.code, message=exc.message))
+        return 1
+    finally:
+        os.rmdir(workdir)
+
+    listener = _listen(args.listen_host)
+    channel.send(ProvisionResponse(workload_port=listener.getsockname()[1]))
+    exit_ = _accept_workload(listener, context, tls_key_der, args.max_workload_bytes, channel)
+    channel.send(Exited(exit=exit_))
+    return 0
+
+
+def _accept_workload(
+    listener: socket.socket,
+    context: ssl.SSLContext,
+    tls_key_der: bytes,
+    max_body: int,
+    channel: Channel,
+) -> KeepExit:
+    gate = server.WorkloadGate()
+    proof = server.key_proof(tls_key_der)
+    deadline = time.monotonic() + WORKLOAD_WAIT_TIMEOUT
+    slots = threading.BoundedSemaphore(server.MAX_CONNECTIONS)
+
+    def handle(conn: socket.socket) -> None:
+        try:
+            server.serve_connection(
+                conn,
+                context,
+                expected_proof=proof,
+                gate=gate,
+                max_body=max_body,
+                on_started=lambda: channel.send(WorkloadStarted()),
+            )
+        finally:
+            slots.release()
+
+    listener.settimeout(0.2)
+    while not gate.done.is_set():
+        # Past the deadline with nobody having claimed the Keep, claim it
+        # ourselves so that no late request can start a workload, and end.
+        if time.monotonic() > deadline and gate.claim():
+            listener.close()
+            return KeepExit(
+                status="failed",
+                message=f"no workload arrived within {WORKLOAD_WAIT_TIMEOUT:.0f} s",
+            )
+        try:
+            conn, _addr = listener.accept()
+        except TimeoutError:
+            continue
+        if not slots.acquire(blocking=False):
+            conn.close()  # Too many connections at once; the client will retry.
+            continue
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    listener.close()
+    assert gate.outcome is not None
+    return gate.outcome.exit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="arx-wasmldr", description=__doc__)
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--keep-id", required=True)
+    parser.add_argument("--listen-host", default="127.0.0.1")
+    parser.add_argument("--max-workload-bytes", type=int, default=MAX_WORKLOAD_BYTES)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    procutil.die_with_parent(args.parent_pid)
+    channel = private_stdio_channel()
+    try:
+        return serve(args, channel)
+    except ArxError as exc:
+        print(f"wasmldr: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
