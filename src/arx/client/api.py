@@ -1,0 +1,148 @@
+"""A small, blocking client for keepmgr's HTTP+CBOR API.
+
+``http.client`` is enough for one request at a time from a command-line tool
+and costs no import time; a Unix-socket URL (``unix:/path``) is served by a
+connection subclass that only changes how the socket is opened.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import urllib.parse
+from dataclasses import dataclass
+from typing import TypeVar
+
+from arx.errors import ArxError, RemoteError, TransportError, UsageError
+from arx.protocol.messages import (
+    AttestRequest,
+    AttestResponse,
+    CreateKeepRequest,
+    ErrorBody,
+    KeepInfo,
+    KeepList,
+    Message,
+    PlatformInfo,
+    ProvisionRequest,
+    ProvisionResponse,
+)
+
+M = TypeVar("M", bound=Message)
+CBOR = "application/cbor"
+# keepmgr answers create requests only once the Keep is ready (up to its own
+# 30 s start timeout), so the client waits somewhat longer than that.
+REQUEST_TIMEOUT = 45.0
+# Responses are single messages bounded like every control message; a host
+# that sends more is not answering in good faith.
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddress:
+    """Where keepmgr is, and which host name reaches the Keeps it starts."""
+
+    url: str
+    unix_path: str | None
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> HostAddress:
+        if url.startswith("unix:"):
+            path = url[5:]
+            if not path:
+                raise UsageError("a unix: host URL needs a socket path")
+            return cls(url, path, "127.0.0.1", 0)
+        if "://" not in url:
+            url = "http://" + url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise UsageError(f"the host URL must be http://HOST:PORT or unix:PATH, not {url!r}")
+        try:
+            port = parts.port or 80
+        except ValueError as exc:
+            raise UsageError(f"invalid port in host URL {url!r}") from exc
+        return cls(url, None, parts.hostname, port)
+
+
+class KeepmgrClient:
+    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.address = HostAddress.parse(url)
+        self.timeout = timeout
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.address.unix_path is not None:
+            return _UnixConnection(self.address.unix_path, self.timeout)
+        return http.client.HTTPConnection(
+            self.address.host, self.address.port, timeout=self.timeout
+        )
+
+    def _call(self, method: str, path: str, body: Message | None, answer: type[M]) -> M:
+        conn = self._connection()
+        headers = {"Accept": CBOR}
+        payload = None
+        if body is not None:
+            payload = body.to_cbor()
+            headers["Content-Type"] = CBOR
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read(MAX_RESPONSE_BYTES + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"cannot reach keepmgr at {self.address.url}: {exc}") from exc
+        finally:
+            conn.close()
+        if len(data) > MAX_RESPONSE_BYTES:
+            raise TransportError(f"keepmgr sent a response larger than {MAX_RESPONSE_BYTES} bytes")
+        if response.status >= 400:
+            raise _remote_error(response.status, data)
+        if response.getheader("Content-Type", "").split(";")[0] != CBOR:
+            raise TransportError(f"keepmgr at {self.address.url} did not answer with CBOR")
+        return answer.from_cbor(data, limit=MAX_RESPONSE_BYTES)
+
+    def platform(self) -> PlatformInfo:
+        return self._call("GET", "/v1/platform", None, PlatformInfo)
+
+    def create(self, backend: str) -> KeepInfo:
+        return self._call("POST", "/v1/keeps", CreateKeepRequest(backend=backend), KeepInfo)
+
+    def list(self) -> KeepList:
+        return self._call("GET", "/v1/keeps", None, KeepList)
+
+    def show(self, keep_id: str) -> KeepInfo:
+        return self._call("GET", f"/v1/keeps/{urllib.parse.quote(keep_id)}", None, KeepInfo)
+
+    def delete(self, keep_id: str) -> KeepInfo:
+        return self._call("DELETE", f"/v1/keeps/{urllib.parse.quote(keep_id)}", None, KeepInfo)
+
+    def attest(self, keep_id: str, request: AttestRequest) -> AttestResponse:
+        path = f"/v1/keeps/{urllib.parse.quote(keep_id)}/attest"
+        return self._call("POST", path, request, AttestResponse)
+
+    def provision(self, keep_id: str, request: ProvisionRequest) -> ProvisionResponse:
+        path = f"/v1/keeps/{urllib.parse.quote(keep_id)}/provision"
+        return self._call("POST", path, request, ProvisionResponse)
+
+
+def _remote_error(status: int, data: bytes) -> ArxError:
+    try:
+        body = ErrorBody.from_cbor(data)
+    except ArxError:
+        return RemoteError("http_error", f"keepmgr answered HTTP {status}", status=status)
+    return RemoteError(body.error, body.message, status=status)

@@ -1,0 +1,27 @@
+"""``arx deploy``: deploy a workload into a Keep on a keepmgr host."""
+
+from __future__ import annotations
+
+import argparse
+
+from arx.client.cmd_common import add_workload_arguments, options_from_args, run_deployment
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_workload_arguments(parser)
+    parser.add_argument(
+        "--host", required=True, metavar="URL", help="keepmgr's URL: http://HOST:PORT or unix:PATH"
+    )
+    parser.add_argument(
+        "--backend", required=True, help="the backend to create the Keep on (nil, sim, snp, ...)"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow the nil backend, which protects nothing from the host",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args, backend=args.backend, allow_insecure=args.insecure)
+    return run_deployment(args.host, args, options)

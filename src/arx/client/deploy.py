@@ -1,0 +1,267 @@
+"""The client side of a deployment: the ten steps, trusting nothing unverified.
+
+1. create a Keep; 4. attest it with a fresh nonce; 5. check the answer (and,
+for attested backends, verify the evidence and its binding to the Keep's HPKE
+key); 6. seal a one-use TLS key to that attested key; 9. connect over TLS,
+accept only the certificate that carries that key, send the workload; 10.
+relay its output and return how it ended. The Keep is deleted afterwards,
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import h11
+
+from arx import crypto
+from arx.client.api import KeepmgrClient
+from arx.errors import (
+    ArxError,
+    AttestationError,
+    PinMismatchError,
+    PolicyRefusal,
+    RemoteError,
+    TransportError,
+)
+from arx.protocol.messages import (
+    NONCE_LENGTH,
+    AttestRequest,
+    AttestResponse,
+    ErrorBody,
+    FrameDecoder,
+    HpkeSuiteName,
+    KeepExit,
+    Output,
+    ProvisionRequest,
+    Result,
+    StreamName,
+    Workload,
+)
+from arx.wasmldr.server import KEY_PROOF_HEADER, WORKLOAD_PATH, key_proof
+
+# Connecting to the Keep's port and finishing the TLS handshake.
+CONNECT_TIMEOUT = 15.0
+# Error bodies from the Keep are single small messages.
+MAX_ERROR_BODY = 64 * 1024
+
+OutputSink = Callable[[StreamName, bytes], None]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeployOptions:
+    backend: str
+    allow_insecure: bool = False
+    hpke_suite: HpkeSuiteName = "x25519"
+    program: str = "workload.wasm"
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def check_backend_allowed(options: DeployOptions) -> None:
+    """Refuses insecure backends before anything is created (fail early, say why)."""
+    if options.backend == "nil" and not options.allow_insecure:
+        raise PolicyRefusal(
+            "backend.insecure",
+            "refusing the nil backend: it runs the workload in a plain process with no TEE "
+            "and no evidence, so the host can read and alter it; pass --insecure to allow it",
+        )
+
+
+def check_attestation(options: DeployOptions, nonce: bytes, answer: AttestResponse) -> None:
+    """Step 5: what the client must see before it seals anything to the Keep's key."""
+    if answer.backend != options.backend:
+        raise AttestationError(
+            f"backend mismatch: asked for a {options.backend} Keep, the host answered "
+            f"for a {answer.backend} Keep"
+        )
+    if answer.hpke_suite != options.hpke_suite:
+        raise AttestationError(
+            f"HPKE suite mismatch: asked for {options.hpke_suite}, got {answer.hpke_suite}"
+        )
+    if answer.evidence_kind == "none":
+        # Nothing binds this key to anything; only an explicit opt-in accepts it.
+        if not (options.allow_insecure and options.backend == "nil"):
+            raise PolicyRefusal(
+                "evidence.none",
+                f"the {options.backend} Keep presented no evidence; refusing to trust it",
+            )
+        return
+    raise PolicyRefusal(
+        f"evidence.{answer.evidence_kind}",
+        f"verification of {answer.evidence_kind} evidence is not available in this build",
+    )
+
+
+def deploy(
+    client: KeepmgrClient,
+    module: bytes,
+    options: DeployOptions,
+    *,
+    on_output: OutputSink,
+    progress: Progress = lambda _msg: None,
+) -> Result:
+    check_backend_allowed(options)
+    progress(f"creating a {options.backend} Keep")
+    keep = client.create(options.backend)
+    try:
+        nonce = secrets.token_bytes(NONCE_LENGTH)
+        progress(f"attesting Keep {keep.id}")
+        answer = client.attest(keep.id, AttestRequest(nonce=nonce, hpke_suite=options.hpke_suite))
+        check_attestation(options, nonce, answer)
+        report_data = crypto.report_data(
+            backend=options.backend,
+            nonce=nonce,
+            suite=answer.hpke_suite,
+            public_key=answer.hpke_public_key,
+        )
+        tls_key, tls_key_der = crypto.make_tls_key()
+        sealed = crypto.seal(
+            answer.hpke_suite,
+            answer.hpke_public_key,
+            tls_key_der,
+            crypto.provision_info(report_data),
+        )
+        progress("provisioning the Keep's TLS key")
+        provisioned = client.provision(keep.id, ProvisionRequest(sealed_key=sealed))
+        workload = Workload(
+            module=module, program=options.program, args=options.args, env=options.env
+        )
+        progress(f"sending the workload to port {provisioned.workload_port}")
+        return send_workload(
+            host=client.address.host,
+            port=provisioned.workload_port,
+            expected_spki=crypto.spki(tls_key.public_key()),
+            proof=key_proof(tls_key_der),
+            body=workload.to_cbor(),
+            on_output=on_output,
+        )
+    finally:
+        with contextlib.suppress(ArxError):
+            client.delete(keep.id)
+
+
+def _pinned_connection(host: str, port: int, expected_spki: bytes) -> ssl.SSLSocket:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    # No CA can vouch for a Keep; the pin below is the whole of the trust:
+    # only a peer holding the key the client made and sealed to the attested
+    # Keep can finish a TLS 1.3 handshake with that key's certificate.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise TransportError(f"cannot connect to the Keep at {host}:{port}: {exc}") from exc
+    try:
+        sock = context.wrap_socket(raw, server_hostname=None)
+    except (OSError, ssl.SSLError) as exc:
+        raw.close()
+        raise TransportError(f"TLS handshake with the Keep failed: {exc}") from exc
+    peer = sock.getpeercert(binary_form=True)
+    if peer is None or crypto.certificate_spki(peer) != expected_spki:
+        sock.close()
+        raise PinMismatchError(
+            "the TLS peer does not hold the key provisioned to the attested Keep; nothing was sent"
+        )
+    return sock
+
+
+def send_workload(
+    *,
+    host: str,
+    port: int,
+    expected_spki: bytes,
+    proof: str,
+    body: bytes,
+    on_output: OutputSink,
+) -> Result:
+    sock = _pinned_connection(host, port, expected_spki)
+    conn = h11.Connection(h11.CLIENT)
+    try:
+        request = h11.Request(
+            method="POST",
+            target=WORKLOAD_PATH,
+            headers=[
+                ("host", f"{host}:{port}"),
+                ("content-type", "application/cbor"),
+                ("content-length", str(len(body))),
+                (KEY_PROOF_HEADER.decode(), proof),
+            ],
+        )
+        sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)))
+        sock.sendall(conn.send(h11.EndOfMessage()) or b"")
+        # The workload may run for a long time without output.
+        sock.settimeout(None)
+        return _read_result(sock, conn, on_output)
+    except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
+        raise TransportError(f"the connection to the Keep broke: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _next_event(sock: ssl.SSLSocket, conn: h11.Connection) -> h11.Event:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(sock.recv(64 * 1024))
+            continue
+        assert not isinstance(event, type)
+        return event
+
+
+def _read_result(sock: ssl.SSLSocket, conn: h11.Connection, on_output: OutputSink) -> Result:
+    response = _next_event(sock, conn)
+    if not isinstance(response, h11.Response):
+        raise TransportError("the Keep closed the connection without answering")
+    if response.status_code != 200:
+        data = b""
+        while isinstance(event := _next_event(sock, conn), h11.Data):
+            data += event.data
+            if len(data) > MAX_ERROR_BODY:
+                break
+        try:
+            error = ErrorBody.from_cbor(data)
+        except ArxError:
+            raise RemoteError(
+                "http_error", f"the Keep answered HTTP {response.status_code}"
+            ) from None
+        raise RemoteError(error.error, error.message, status=response.status_code)
+    frames = FrameDecoder()
+    while True:
+        event = _next_event(sock, conn)
+        if isinstance(event, h11.Data):
+            frames.feed(bytes(event.data))
+            while (msg := frames.next_message()) is not None:
+                if isinstance(msg, Output):
+                    on_output(msg.stream, msg.data)
+                elif isinstance(msg, Result):
+                    return msg
+                else:
+                    raise TransportError(f"unexpected {type(msg).__name__} in the workload output")
+        else:
+            raise TransportError(
+                "the Keep closed the connection before reporting how the workload ended"
+            )
+
+
+def exit_code(result_exit: KeepExit) -> tuple[int, str | None]:
+    """The process exit code for a workload's end, and a line to print when it is not plain.
+
+    Exit codes 0-255 pass through; a trap exits 134 (as wasmtime's own CLI
+    does, 128 + SIGABRT); anything arx could not run exits 125.
+    """
+    if result_exit.status == "exited" and result_exit.code is not None:
+        if 0 <= result_exit.code <= 255:
+            return result_exit.code, None
+        return 125, f"the workload exited with {result_exit.code}, which is not an exit status"
+    if result_exit.status == "trapped":
+        return 134, f"the workload trapped: {result_exit.message}"
+    return 125, f"the workload {result_exit.status}: {result_exit.message}"
