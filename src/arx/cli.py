@@ -57,8 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" belongs to the workload, untouched;
+    # argparse cannot tell those apart from arx's own options on its own.
+    workload_args: list[str] = []
+    if "--" in args_list:
+        cut = args_list.index("--")
+        args_list, workload_args = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
     args = parser.parse_args(args_list)
+    args.workload_args = workload_args
     try:
         code: int = args._run(args)
     except ArxError as exc:

@@ -14,9 +14,10 @@ from arx.protocol.messages import HPKE_SUITES, MAX_WORKLOAD_BYTES, StreamName
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workload", metavar="WORKLOAD.wasm", help="the WASI module to run")
     parser.add_argument(
-        "args", nargs="*", metavar="ARGS", help="arguments for the workload (after --)"
+        "workload",
+        metavar="WORKLOAD.wasm",
+        help="the WASI module to run; its arguments follow a -- at the end",
     )
     parser.add_argument(
         "--env",
@@ -68,7 +69,7 @@ def options_from_args(
         allow_insecure=allow_insecure,
         hpke_suite=args.hpke_suite,
         program=Path(args.workload).name,
-        args=tuple(args.args),
+        args=tuple(args.workload_args),
         env=parse_env(args.env),
     )
 

@@ -28,6 +28,7 @@ from arx.errors import (
     PolicyRefusal,
     RemoteError,
     TransportError,
+    WorkloadError,
 )
 from arx.protocol.messages import (
     NONCE_LENGTH,
@@ -133,13 +134,19 @@ def deploy(
         workload = Workload(
             module=module, program=options.program, args=options.args, env=options.env
         )
+        body = workload.to_cbor()
+        if len(body) > provisioned.max_workload_bytes:
+            raise WorkloadError(
+                f"the workload is {len(body)} bytes; this Keep accepts at most "
+                f"{provisioned.max_workload_bytes}"
+            )
         progress(f"sending the workload to port {provisioned.workload_port}")
         return send_workload(
             host=client.address.host,
             port=provisioned.workload_port,
             expected_spki=crypto.spki(tls_key.public_key()),
             proof=key_proof(tls_key_der),
-            body=workload.to_cbor(),
+            body=body,
             on_output=on_output,
         )
     finally:
@@ -195,8 +202,17 @@ def send_workload(
                 (KEY_PROOF_HEADER.decode(), proof),
             ],
         )
-        sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)))
-        sock.sendall(conn.send(h11.EndOfMessage()) or b"")
+        try:
+            sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)))
+            sock.sendall(conn.send(h11.EndOfMessage()) or b"")
+        except OSError as exc:
+            # The Keep may have refused the request before reading all of it;
+            # its answer, if it sent one, says why better than the broken pipe.
+            sock.settimeout(CONNECT_TIMEOUT)
+            try:
+                return _read_result(sock, conn, on_output)
+            except (OSError, ssl.SSLError, h11.ProtocolError):
+                raise exc from None
         # The workload may run for a long time without output.
         sock.settimeout(None)
         return _read_result(sock, conn, on_output)

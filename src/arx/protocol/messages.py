@@ -57,8 +57,9 @@ MAX_TEXT_LENGTH = 4096
 # registry size of keepmgr (arx.keepmgr.registry.MAX_KEEPS).
 MAX_BACKENDS = 16
 MAX_LISTED_KEEPS = 4096
-# Output travels in chunks of at most 64 KiB, the pipe buffer size on Linux.
-MAX_OUTPUT_CHUNK = 64 * 1024
+# Output travels in chunks small enough that a whole Output frame, with its
+# few bytes of framing, stays within cbor.MAX_MESSAGE_BYTES.
+MAX_OUTPUT_CHUNK = 63 * 1024
 # Workload arguments and environment: generous for real programs, bounded so
 # a request cannot smuggle a large payload outside the module size cap.
 MAX_ARGS = 1024
@@ -340,10 +341,14 @@ class ProvisionRequest(Message):
 
 @message
 class ProvisionResponse(Message):
+    """The Keep listens for its workload; the client checks the size cap before sending."""
+
     workload_port: int
+    max_workload_bytes: int
 
     def __post_init__(self) -> None:
         _require(0 < self.workload_port < 65536, "workload_port out of range")
+        _require(self.max_workload_bytes > 0, "max_workload_bytes must be positive")
 
 
 # ---------------------------------------------------------------------------

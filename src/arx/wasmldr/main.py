@@ -128,7 +128,11 @@ def serve(args: argparse.Namespace, channel: Channel) -> int:
         os.rmdir(workdir)
 
     listener = _listen(args.listen_host)
-    channel.send(ProvisionResponse(workload_port=listener.getsockname()[1]))
+    channel.send(
+        ProvisionResponse(
+            workload_port=listener.getsockname()[1], max_workload_bytes=args.max_workload_bytes
+        )
+    )
     exit_ = _accept_workload(listener, context, tls_key_der, args.max_workload_bytes, channel)
     channel.send(Exited(exit=exit_))
     return 0

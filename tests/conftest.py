@@ -1,0 +1,152 @@
+"""Fixtures that start real arx processes on loopback.
+
+Every process a test starts carries ``ARX_TEST_MARKER`` in its environment
+(children inherit it), so a test can prove that nothing it started is still
+alive afterwards by scanning /proc for the marker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ROOT / "tests" / "workloads"
+EXAMPLES = ROOT / "examples"
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``ARX_TEST_MARKER=marker``."""
+    needle = f"ARX_TEST_MARKER={marker}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and needle in environ.split(b"\0"):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_no_marked(marker: str, timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = marked_pids(marker)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
+@dataclass
+class Keepmgr:
+    url: str
+    process: subprocess.Popen[bytes]
+    marker: str
+    env: dict[str, str]
+    state_dir: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        finally:
+            if self.process.stdout:
+                self.process.stdout.close()
+
+
+def marked_env(marker: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ARX_TEST_MARKER"] = marker
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_keepmgr(tmp_path: Path, *extra: str, listen: str = "127.0.0.1:0") -> Keepmgr:
+    marker = uuid.uuid4().hex
+    env = marked_env(marker)
+    state_dir = tmp_path / f"state-{marker[:8]}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "arx",
+            "keepmgr",
+            "--listen",
+            listen,
+            "--state-dir",
+            str(state_dir),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    if not line.startswith("arx keepmgr listening on "):
+        process.kill()
+        process.wait()
+        raise AssertionError(f"keepmgr did not start: {line!r}")
+    url = line.removeprefix("arx keepmgr listening on ").strip()
+    return Keepmgr(url=url, process=process, marker=marker, env=env, state_dir=state_dir)
+
+
+@pytest.fixture
+def keepmgr(tmp_path: Path) -> Iterator[Keepmgr]:
+    mgr = start_keepmgr(tmp_path)
+    try:
+        yield mgr
+    finally:
+        code = mgr.stop()
+        leftover = wait_no_marked(mgr.marker)
+        for pid in leftover:
+            os.kill(pid, signal.SIGKILL)
+        assert leftover == [], f"processes left behind: {leftover}"
+        assert code == 0, f"keepmgr exited with {code}"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def arx(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: bytes | None = None
+) -> Run:
+    proc = subprocess.run(
+        [sys.executable, "-m", "arx", *args],
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        input=input,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def arx_popen(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "arx", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
