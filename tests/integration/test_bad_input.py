@@ -53,7 +53,7 @@ BAD_BODIES = [
         bytes.fromhex("a2676261636b656e64636e696c676261636b656e64636e696c"),
         400,
         "bad_cbor",
-    ),  # fmt: skip
+    ),
     ("non-shortest int", bytes.fromhex("a1676261636b656e641800"), 400, "bad_cbor"),
     ("float", bytes.fromhex("a1676261636b656e64f93c00"), 400, "bad_cbor"),
     ("deep nesting", b"\x81" * 40 + b"\x00", 400, "bad_cbor"),

@@ -17,8 +17,8 @@ from tests.conftest import (
     Keepmgr,
     arx,
     arx_popen,
-    marked_pids,
     marked_env,
+    marked_pids,
     wait_no_marked,
 )
 
@@ -143,7 +143,7 @@ def test_two_keeps_at_once_do_not_mix_output(keepmgr: Keepmgr) -> None:
             str(mib),
             "both",
             env=keepmgr.env,
-        )  # fmt: skip
+        )
         for name, mib in sizes.items()
     }
     for name, proc in procs.items():
@@ -217,7 +217,7 @@ def test_sigterm_to_keepmgr_stops_every_keep(tmp_path) -> None:
             "nil",
             "--insecure",
             env=mgr.env,
-        )  # fmt: skip
+        )
         for _ in range(2)
     ]
     deadline = time.monotonic() + 30

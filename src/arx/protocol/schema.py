@@ -141,9 +141,7 @@ def cddl_rule(cls: type[m.Message]) -> str:
 
 
 def frame_rule() -> str:
-    options = [
-        f'  {{type: "{name}", body: {cls.__name__}}}' for name, cls in m.FRAME_TYPES.items()
-    ]
+    options = [f'  {{type: "{name}", body: {cls.__name__}}}' for name, cls in m.FRAME_TYPES.items()]
     return "Frame =\n" + " /\n".join(options)
 
 
