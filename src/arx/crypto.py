@@ -39,6 +39,11 @@ from arx.errors import AttestationError, MessageError
 from arx.protocol.messages import NONCE_LENGTH, HpkeSuiteName
 
 REPORT_DATA_DOMAIN = b"arx keep v1"
+KEY_PROOF_DOMAIN = b"arx workload proof v1"
+# The workload channel's one route, and the header that proves the caller
+# holds the provisioned TLS key (docs/protocol.md, "The workload channel").
+WORKLOAD_PATH = "/v1/workload"
+KEY_PROOF_HEADER = b"arx-key-proof"
 PROVISION_INFO_DOMAIN = b"arx provision v1"
 
 _SUITES: dict[str, Suite] = {
@@ -195,3 +200,8 @@ def certificate_spki(cert_der: bytes) -> bytes:
     return cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def key_proof(tls_key_der: bytes) -> str:
+    """What the client sends to show it holds the provisioned key (hex SHA-256)."""
+    return hashlib.sha256(KEY_PROOF_DOMAIN + tls_key_der).hexdigest()

@@ -24,7 +24,6 @@ from arx.protocol.messages import (
     ProvisionRequest,
     Workload,
 )
-from arx.wasmldr.server import KEY_PROOF_HEADER, key_proof
 from tests.conftest import EXAMPLES, Keepmgr, marked_pids
 
 
@@ -155,7 +154,7 @@ def test_stranger_without_key_proof_is_refused_and_client_still_runs(keepmgr: Ke
         out: list[bytes] = []
         result = send_workload(
             host="127.0.0.1", port=port, expected_spki=crypto.spki(key.public_key()),
-            proof=key_proof(der),
+            proof=crypto.key_proof(der),
             body=Workload(module=(EXAMPLES / "hello" / "hello.wasm").read_bytes()).to_cbor(),
             on_output=lambda _s, d: out.append(d),
         )  # fmt: skip
@@ -172,9 +171,9 @@ def test_client_disconnecting_mid_upload_ends_the_keep(keepmgr: Keepmgr) -> None
     sock = _tls(port)
     sock.sendall(
         b"POST /v1/workload HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n"
-        + KEY_PROOF_HEADER
+        + crypto.KEY_PROOF_HEADER
         + b": "
-        + key_proof(der).encode()
+        + crypto.key_proof(der).encode()
         + b"\r\n\r\n"
         + b"\xa1" * 1000
     )
@@ -228,7 +227,7 @@ def test_client_refuses_a_tls_server_with_another_key() -> None:
     with pytest.raises(PinMismatchError):
         send_workload(
             host="127.0.0.1", port=listener.getsockname()[1],
-            expected_spki=crypto.spki(client_key.public_key()), proof=key_proof(client_der),
+            expected_spki=crypto.spki(client_key.public_key()), proof=crypto.key_proof(client_der),
             body=Workload(module=b"\0asm secret workload").to_cbor(), on_output=lambda *_: None,
         )  # fmt: skip
     thread.join(10)

@@ -44,7 +44,6 @@ from arx.protocol.messages import (
     StreamName,
     Workload,
 )
-from arx.wasmldr.server import KEY_PROOF_HEADER, WORKLOAD_PATH, key_proof
 
 # Connecting to the Keep's port and finishing the TLS handshake.
 CONNECT_TIMEOUT = 15.0
@@ -145,7 +144,7 @@ def deploy(
             host=client.address.host,
             port=provisioned.workload_port,
             expected_spki=crypto.spki(tls_key.public_key()),
-            proof=key_proof(tls_key_der),
+            proof=crypto.key_proof(tls_key_der),
             body=body,
             on_output=on_output,
         )
@@ -194,12 +193,12 @@ def send_workload(
     try:
         request = h11.Request(
             method="POST",
-            target=WORKLOAD_PATH,
+            target=crypto.WORKLOAD_PATH,
             headers=[
                 ("host", f"{host}:{port}"),
                 ("content-type", "application/cbor"),
                 ("content-length", str(len(body))),
-                (KEY_PROOF_HEADER.decode(), proof),
+                (crypto.KEY_PROOF_HEADER.decode(), proof),
             ],
         )
         try:

@@ -146,7 +146,7 @@ def _accept_workload(
     channel: Channel,
 ) -> KeepExit:
     gate = server.WorkloadGate()
-    proof = server.key_proof(tls_key_der)
+    proof = crypto.key_proof(tls_key_der)
     deadline = time.monotonic() + WORKLOAD_WAIT_TIMEOUT
     slots = threading.BoundedSemaphore(server.MAX_CONNECTIONS)
 

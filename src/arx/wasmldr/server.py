@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import h11
 
+from arx.crypto import KEY_PROOF_HEADER, WORKLOAD_PATH
 from arx.errors import ArxError, ProtocolError, WorkloadError
 from arx.protocol.messages import (
     ErrorBody,
@@ -34,10 +35,6 @@ from arx.protocol.messages import (
     encode_frame,
 )
 from arx.wasmldr import runner
-
-WORKLOAD_PATH = "/v1/workload"
-KEY_PROOF_HEADER = b"arx-key-proof"
-KEY_PROOF_DOMAIN = b"arx workload proof v1"
 
 # Bounds on the untrusted connection.
 # Request line and headers: a few hundred bytes in practice.
@@ -52,11 +49,6 @@ WRITE_TIMEOUT = 60.0
 # Connections handled at once: the client needs one; a few more let the Keep
 # refuse strangers without the strangers locking the client out.
 MAX_CONNECTIONS = 8
-
-
-def key_proof(tls_key_der: bytes) -> str:
-    """What the client sends to show it holds the provisioned key (hex SHA-256)."""
-    return hashlib.sha256(KEY_PROOF_DOMAIN + tls_key_der).hexdigest()
 
 
 @dataclass
