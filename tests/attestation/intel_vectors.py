@@ -20,8 +20,7 @@ NOW_2025 = datetime(2025, 7, 1, tzinfo=UTC)
 NOW_2026 = datetime(2026, 2, 25, tzinfo=UTC)
 
 ANY_TDX = {
-    k: "any"
-    for k in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", "xfam")
+    k: "any" for k in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", "xfam")
 } | {"report_data": "any"}
 ANY_SGX: dict[str, object] = {
     "mrenclave": "any",

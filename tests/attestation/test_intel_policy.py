@@ -100,8 +100,17 @@ def _flip(value: bytes) -> bytes:
     return bytes([value[0] ^ 1]) + value[1:]
 
 
-TDX_FIELDS = ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", "xfam",
-              "report_data"]
+TDX_FIELDS = [
+    "mrtd",
+    "rtmr0",
+    "rtmr1",
+    "rtmr2",
+    "rtmr3",
+    "mrconfigid",
+    "mrowner",
+    "xfam",
+    "report_data",
+]
 
 
 @pytest.mark.parametrize("field", TDX_FIELDS)
@@ -131,7 +140,9 @@ def test_sgx_isvprodid_and_isvsvn(sgx_claims: IntelClaims) -> None:
     with pytest.raises(VerificationError) as err:
         check_policy(with_body(sgx_claims, isv_prod_id=body.isv_prod_id + 1), pol)
     assert err.value.check == "sgx.isvprodid"
-    higher = IntelPolicy.from_table("sgx", {**pinned_sgx(sgx_claims), "min_isvsvn": body.isv_svn + 1})
+    higher = IntelPolicy.from_table(
+        "sgx", {**pinned_sgx(sgx_claims), "min_isvsvn": body.isv_svn + 1}
+    )
     with pytest.raises(VerificationError) as err:
         check_policy(sgx_claims, higher)
     assert err.value.check == "sgx.isvsvn"
@@ -148,8 +159,9 @@ def test_tdx_debug_always_refused(tdx_claims: IntelClaims) -> None:
             check_policy(debug, pol)
         assert err.value.check == "tdx.td_attributes.debug"
     # Other attribute bits do not read as debug.
-    check_policy(with_body(tdx_claims, td_attributes=(2).to_bytes(8, "little")),
-                 IntelPolicy.baseline("tdx"))
+    check_policy(
+        with_body(tdx_claims, td_attributes=(2).to_bytes(8, "little")), IntelPolicy.baseline("tdx")
+    )
 
 
 def test_sgx_debug_always_refused(sgx_claims: IntelClaims) -> None:
@@ -169,8 +181,12 @@ def test_tcb_status_advisories_and_evaluation_number(
     with pytest.raises(VerificationError) as err:
         check_policy(out_of_date, IntelPolicy.baseline("tdx"))
     assert err.value.check == "tdx.tcb_status"
-    check_policy(out_of_date, IntelPolicy.from_table(
-        "tdx", policy("tdx", accepted_tcb_statuses=["UpToDate", "OutOfDate"])))
+    check_policy(
+        out_of_date,
+        IntelPolicy.from_table(
+            "tdx", policy("tdx", accepted_tcb_statuses=["UpToDate", "OutOfDate"])
+        ),
+    )
     # Advisories beyond the allowlist.
     narrow = {**pinned_sgx(sgx_claims), "allowed_advisory_ids": ["INTEL-SA-00289"]}
     with pytest.raises(VerificationError) as err:
@@ -197,23 +213,51 @@ def test_unknown_tcb_status_needs_explicit_opt_out(tdx_claims: IntelClaims) -> N
         ("tdx", {**policy("tdx"), "mrenclave": "any"}, "tdx.policy.unknown_key", "mrenclave"),
         ("tdx", {**policy("tdx"), "debug": True}, "tdx.policy.unknown_key", "debug"),
         ("sgx", {**policy("sgx"), "mrtd": "any"}, "sgx.policy.unknown_key", "mrtd"),
-        ("tdx", {k: v for k, v in policy("tdx").items() if k != "rtmr2"},
-         "tdx.policy.missing_key", "rtmr2"),
-        ("sgx", {k: v for k, v in policy("sgx").items() if k != "min_isvsvn"},
-         "sgx.policy.missing_key", "min_isvsvn"),
+        (
+            "tdx",
+            {k: v for k, v in policy("tdx").items() if k != "rtmr2"},
+            "tdx.policy.missing_key",
+            "rtmr2",
+        ),
+        (
+            "sgx",
+            {k: v for k, v in policy("sgx").items() if k != "min_isvsvn"},
+            "sgx.policy.missing_key",
+            "min_isvsvn",
+        ),
         ("tdx", {**policy("tdx"), "mrtd": "00" * 47}, "tdx.policy.invalid", "mrtd"),
         ("tdx", {**policy("tdx"), "mrtd": []}, "tdx.policy.invalid", "mrtd"),
         ("tdx", {**policy("tdx"), "xfam": "zz" * 8}, "tdx.policy.invalid", "xfam"),
-        ("tdx", {**policy("tdx"), "require_collateral": "no"}, "tdx.policy.invalid",
-         "require_collateral"),
-        ("tdx", {**policy("tdx"), "accepted_tcb_statuses": ["Fine"]}, "tdx.policy.invalid",
-         "accepted_tcb_statuses"),
-        ("tdx", {**policy("tdx"), "accepted_tcb_statuses": []}, "tdx.policy.invalid",
-         "accepted_tcb_statuses"),
-        ("tdx", {**policy("tdx"), "allowed_advisory_ids": "INTEL-SA-1"}, "tdx.policy.invalid",
-         "allowed_advisory_ids"),
-        ("tdx", {**policy("tdx"), "min_tcb_evaluation_data_number": True}, "tdx.policy.invalid",
-         "min_tcb_evaluation_data_number"),
+        (
+            "tdx",
+            {**policy("tdx"), "require_collateral": "no"},
+            "tdx.policy.invalid",
+            "require_collateral",
+        ),
+        (
+            "tdx",
+            {**policy("tdx"), "accepted_tcb_statuses": ["Fine"]},
+            "tdx.policy.invalid",
+            "accepted_tcb_statuses",
+        ),
+        (
+            "tdx",
+            {**policy("tdx"), "accepted_tcb_statuses": []},
+            "tdx.policy.invalid",
+            "accepted_tcb_statuses",
+        ),
+        (
+            "tdx",
+            {**policy("tdx"), "allowed_advisory_ids": "INTEL-SA-1"},
+            "tdx.policy.invalid",
+            "allowed_advisory_ids",
+        ),
+        (
+            "tdx",
+            {**policy("tdx"), "min_tcb_evaluation_data_number": True},
+            "tdx.policy.invalid",
+            "min_tcb_evaluation_data_number",
+        ),
         ("sgx", {**policy("sgx"), "isvprodid": 70000}, "sgx.policy.invalid", "isvprodid"),
     ],
 )

@@ -82,9 +82,7 @@ def test_tdx_quote_confirmed_uptodate_under_baseline() -> None:
     assert ev.details["fmspc"] == bytes.fromhex("B0C06F000000")
 
 
-@pytest.mark.parametrize(
-    "rel", ["tdx/dcap-qvl/tdx-quote.hex", "tdx/dcap-qvl/quote-from-tappd.hex"]
-)
+@pytest.mark.parametrize("rel", ["tdx/dcap-qvl/tdx-quote.hex", "tdx/dcap-qvl/quote-from-tappd.hex"])
 def test_tappd_quotes_are_authentic_but_no_tcb_level_matches(rel: str) -> None:
     # PCK SGX component 8 is 3 and every TCB level asks for 5, so Intel's rules give no
     # level (TCB not supported); the quotes themselves are genuine.
@@ -110,7 +108,10 @@ def test_tdx_outdated_v5_is_not_uptodate() -> None:
 
 def test_quote_v5_sample_uptodate_and_td15_fields() -> None:
     ev = verify_quote_file(
-        "tdx", read("tdx/go-tdx-guest/quote_v5_sample.dat"), tdx_outdated_collateral(), None,
+        "tdx",
+        read("tdx/go-tdx-guest/quote_v5_sample.dat"),
+        tdx_outdated_collateral(),
+        None,
         NOW_2026,
     )
     assert ev.tcb_status == "UpToDate"
@@ -122,8 +123,11 @@ def test_quote_v5_sample_uptodate_and_td15_fields() -> None:
 def test_tdx_quote_5_has_no_matching_tcb_level() -> None:
     with pytest.raises(VerificationError) as err:
         verify_quote_file(
-            "tdx", read("tdx/trustee/tdx_quote_5.dat"), tdx_outdated_collateral(),
-            policy("tdx", accepted_tcb_statuses=ALL_STATUSES), NOW_2026,
+            "tdx",
+            read("tdx/trustee/tdx_quote_5.dat"),
+            tdx_outdated_collateral(),
+            policy("tdx", accepted_tcb_statuses=ALL_STATUSES),
+            NOW_2026,
         )
     assert err.value.check == "tdx.tcb_level"
 
@@ -131,8 +135,11 @@ def test_tdx_quote_5_has_no_matching_tcb_level() -> None:
 @pytest.mark.parametrize("nested", [False, True])
 def test_pcs_response_form_tcb_info(nested: bool) -> None:
     ev = verify_quote_file(
-        "tdx", read("tdx/go-tdx-guest/quote_v5_sample.dat"), pcs_form_collateral(nested=nested),
-        None, NOW_2026,
+        "tdx",
+        read("tdx/go-tdx-guest/quote_v5_sample.dat"),
+        pcs_form_collateral(nested=nested),
+        None,
+        NOW_2026,
     )
     assert ev.tcb_status == "UpToDate"
     bundle = CollateralBundle.from_bytes(pcs_form_collateral(nested=nested))
@@ -330,15 +337,24 @@ def test_pcs_responses_signatures_from_other_origins() -> None:
             raw=members[pcs_key].encode(), signature=bytes.fromhex(json.loads(members["signature"]))
         )
         verify_signed_object(
-            obj, chain=bundle.tcb_info_chain, root=pki.intel_sgx_root_ca(),
-            root_crl=bundle.root_ca_crl, now=now, check="tdx.collateral.x",
+            obj,
+            chain=bundle.tcb_info_chain,
+            root=pki.intel_sgx_root_ca(),
+            root_crl=bundle.root_ca_crl,
+            now=now,
+            check="tdx.collateral.x",
         )
-        tampered = SignedObject(raw=obj.raw.replace(b"UpToDate", b"OutOfDate", 1),
-                                signature=obj.signature)
+        tampered = SignedObject(
+            raw=obj.raw.replace(b"UpToDate", b"OutOfDate", 1), signature=obj.signature
+        )
         with pytest.raises(VerificationError) as err:
             verify_signed_object(
-                tampered, chain=bundle.tcb_info_chain, root=pki.intel_sgx_root_ca(),
-                root_crl=bundle.root_ca_crl, now=now, check="tdx.collateral.x",
+                tampered,
+                chain=bundle.tcb_info_chain,
+                root=pki.intel_sgx_root_ca(),
+                root_crl=bundle.root_ca_crl,
+                now=now,
+                check="tdx.collateral.x",
             )
         assert err.value.check == "tdx.collateral.x.signature"
     # The 2023 go-tdx-guest responses predate the current signing certificate; their
