@@ -411,3 +411,43 @@ def _cert_with_serial(serial: int):  # type: ignore[no-untyped-def]
         .not_valid_after(datetime(2030, 1, 1, tzinfo=UTC))
         .sign(key, hashes.SHA256())
     )
+
+
+def test_pck_crl_from_another_ca_does_not_apply() -> None:
+    # sgx_quote's PCK comes from the Processor CA; give it the Platform CA's CRL (from the
+    # TDX bundle, current at the same time): the CRL says nothing about this PCK.
+    bundle = json.loads(sgx_collateral())
+    other = json.loads(tdx_collateral())
+    bundle["pck_crl"] = other["pck_crl"]
+    bundle["pck_crl_issuer_chain"] = other["pck_crl_issuer_chain"]
+    with pytest.raises(VerificationError) as err:
+        verify_quote_file(
+            "sgx",
+            read("sgx/dcap-qvl/sgx_quote"),
+            json.dumps(bundle).encode(),
+            policy("sgx", accepted_tcb_statuses=["ConfigurationAndSWHardeningNeeded"]),
+            NOW_2025,
+        )
+    assert err.value.check == "sgx.pck_crl.issuer"
+
+
+def test_unknown_kind_and_naive_time() -> None:
+    with pytest.raises(VerificationError) as err:
+        verify_quote_file("snp", read("tdx/dcap-qvl/tdx_quote"), None, None, NOW_2025)
+    assert err.value.check == "intel.kind"
+    with pytest.raises(VerificationError) as err:
+        verify_quote_file("tdx", read("tdx/dcap-qvl/tdx_quote"), None, None, datetime(2025, 7, 1))
+    assert err.value.check == "tdx.now"
+
+
+def test_pinned_root_is_the_intel_sgx_root_ca() -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    root = pki.intel_sgx_root_ca()
+    assert root.subject.rfc4514_string().startswith("C=US,ST=CA,L=Santa Clara")
+    root.verify_directly_issued_by(root)  # self-signed
+    # Every PCK chain in the vectors ends in a certificate with this public key.
+    for rel in ("tdx/dcap-qvl/tdx_quote", "sgx/dcap-qvl/sgx_quote", "tdx/trustee/tdx_quote_6.dat"):
+        pem = IntelQuote.from_bytes(read(rel)).signature_data.qe.cert_data
+        last = pki.load_pem_chain(pem.rstrip(b"\x00"), rel)[-1]
+        assert last.fingerprint(hashes.SHA256()) == root.fingerprint(hashes.SHA256())
