@@ -242,6 +242,12 @@ def test_unknown_tcb_status_needs_explicit_opt_out(tdx_claims: IntelClaims) -> N
         ),
         (
             "tdx",
+            {**policy("tdx"), "accepted_tcb_statuses": ["UpToDate", "Revoked"]},
+            "tdx.policy.invalid",
+            "accepted_tcb_statuses",
+        ),
+        (
+            "tdx",
             {**policy("tdx"), "accepted_tcb_statuses": []},
             "tdx.policy.invalid",
             "accepted_tcb_statuses",

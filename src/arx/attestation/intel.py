@@ -474,13 +474,11 @@ class IntelPolicy:
         if (
             not isinstance(statuses, list)
             or not statuses
-            or not all(
-                isinstance(s, str) and s in TCB_STATUSES | _RELAUNCH_STATUSES for s in statuses
-            )
+            or not all(isinstance(s, str) and s in ACCEPTABLE_STATUSES for s in statuses)
         ):
             _fail(
                 f"{p}.invalid",
-                "accepted_tcb_statuses must list known TCB statuses",
+                "accepted_tcb_statuses must list known TCB statuses other than Revoked",
                 actual=repr(statuses),
             )
         advisories = table.get("allowed_advisory_ids", ANY)
@@ -514,6 +512,8 @@ class IntelPolicy:
 
 
 _RELAUNCH_STATUSES: Final = frozenset({"TDRelaunchAdvised", "TDRelaunchAdvisedConfigurationNeeded"})
+# A Revoked TCB is never acceptable, whatever a policy lists.
+ACCEPTABLE_STATUSES: Final = (TCB_STATUSES | _RELAUNCH_STATUSES) - {"Revoked"}
 
 
 def _policy_hex(prefix: str, key: str, raw: object, size: int) -> frozenset[bytes] | None:
