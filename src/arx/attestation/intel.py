@@ -42,7 +42,7 @@ from arx.attestation.intel_quote import (
     SgxReportBody,
     TdReportBody,
 )
-from arx.errors import EvidenceParseError, VerificationError
+from arx.errors import VerificationError
 
 IntelKind = Literal["tdx", "sgx"]
 KINDS: Final = ("tdx", "sgx")
@@ -722,7 +722,6 @@ def verify_quote_file(
 
 
 __all__ = [
-    "EvidenceParseError",
     "IntelClaims",
     "IntelPolicy",
     "authenticate",
