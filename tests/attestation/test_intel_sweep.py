@@ -54,6 +54,9 @@ def _regions(quote: IntelQuote, kind: str) -> list[tuple[str, int, int]]:
         qe_start += 6  # certification data type 6 and its size
     regions.append(("QE report", qe_start, SGX_REPORT_BODY_SIZE))
     regions.append(("QE report signature", qe_start + SGX_REPORT_BODY_SIZE, ECDSA_SIGNATURE_SIZE))
+    # The QE authentication data, bound into the QE report by its hash.
+    auth_start = qe_start + SGX_REPORT_BODY_SIZE + ECDSA_SIGNATURE_SIZE + 2
+    regions.append(("QE auth data", auth_start, len(quote.signature_data.qe.qe_auth_data)))
     return regions
 
 
@@ -68,6 +71,9 @@ def test_every_bit_flip_in_signed_regions_is_rejected(kind: str, rel: str, now: 
     # parser found.
     qe = next(r for r in regions if r[0] == "QE report")
     assert raw[qe[1] : qe[1] + qe[2]] == quote.signature_data.qe.qe_report_raw
+    auth = next(r for r in regions if r[0] == "QE auth data")
+    assert raw[auth[1] : auth[1] + auth[2]] == quote.signature_data.qe.qe_auth_data
+    assert auth[2] > 0
     buf = bytearray(raw)
     flips = 0
     for name, start, length in regions:

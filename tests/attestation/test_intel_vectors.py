@@ -23,6 +23,9 @@ from intel_vectors import (
     tdx_collateral,
     tdx_outdated_collateral,
 )
+from intel_vectors import (
+    VECTORS as VECTORS_DIR,
+)
 
 from arx.attestation import intel_pki as pki
 from arx.attestation.intel import verify_quote, verify_quote_file
@@ -451,3 +454,30 @@ def test_pinned_root_is_the_intel_sgx_root_ca() -> None:
         pem = IntelQuote.from_bytes(read(rel)).signature_data.qe.cert_data
         last = pki.load_pem_chain(pem.rstrip(b"\x00"), rel)[-1]
         assert last.fingerprint(hashes.SHA256()) == root.fingerprint(hashes.SHA256())
+
+
+def test_hex_quote_files_are_decoded() -> None:
+    from arx.attestation.intel import quote_from_file_bytes
+    from arx.errors import EvidenceParseError
+
+    text = (VECTORS_DIR / "tdx/dcap-qvl/tdx-quote.hex").read_bytes()
+    assert text.startswith(b"0x")
+    binary = quote_from_file_bytes(text)
+    assert IntelQuote.from_bytes(binary).header.version == 4
+    assert quote_from_file_bytes(binary) == binary
+    assert quote_from_file_bytes(b"  " + binary.hex().encode() + b"\n") == binary
+    with pytest.raises(EvidenceParseError):
+        quote_from_file_bytes(b"0xnot hex")
+
+
+def test_single_pcs_response_is_not_a_bundle() -> None:
+    from arx.errors import EvidenceParseError
+
+    with pytest.raises(EvidenceParseError, match="single Intel PCS response"):
+        verify_quote_file(
+            "tdx",
+            read("tdx/dcap-qvl/tdx_quote"),
+            read("tdx/go-tdx-guest/sample_tcbinfo_response_v5"),
+            None,
+            NOW_2026,
+        )

@@ -42,7 +42,7 @@ from arx.attestation.intel_quote import (
     SgxReportBody,
     TdReportBody,
 )
-from arx.errors import VerificationError
+from arx.errors import EvidenceParseError, VerificationError
 
 IntelKind = Literal["tdx", "sgx"]
 KINDS: Final = ("tdx", "sgx")
@@ -696,6 +696,27 @@ def verify_quote(
     return to_evidence(claims)
 
 
+HEX_QUOTE_CHARS: Final = frozenset(b"0123456789abcdefABCDEF \t\r\n")
+HEX_QUOTE_PREFIX: Final = b"0x"
+
+
+def quote_from_file_bytes(data: bytes) -> bytes:
+    """The binary quote in ``data``: the bytes themselves, or the quote they spell in hex.
+
+    A binary quote starts with its u16 version (3, 4 or 5), so its first byte is never an
+    ASCII hex digit or whitespace; text that starts with one (or with ``0x``) is decoded as
+    hex, with surrounding whitespace ignored.
+    """
+    if not data or data[0] not in HEX_QUOTE_CHARS:
+        return data
+    text = data.strip()
+    text = text.removeprefix(HEX_QUOTE_PREFIX)
+    try:
+        return bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EvidenceParseError("quote file is neither a binary quote nor hex text") from exc
+
+
 def verify_quote_file(
     kind: str,
     quote: bytes,
@@ -705,9 +726,11 @@ def verify_quote_file(
 ) -> VerifiedEvidence:
     """Verify a TDX or SGX quote with its collateral bundle under a ``[tdx]``/``[sgx]`` policy.
 
-    ``policy_table`` None is the baseline policy. Without collateral, everything that can be
-    verified without it is, and then ``<kind>.collateral.missing`` is raised unless the
-    policy says ``require_collateral = false`` (the TCB status is then "Unknown").
+    ``quote`` is the binary quote or its hex text (``quote_from_file_bytes``); any bytes
+    after the quote must be zero. ``policy_table`` None is the baseline policy. Without
+    collateral, everything that can be verified without it is, and then
+    ``<kind>.collateral.missing`` is raised unless the policy says
+    ``require_collateral = false`` (the TCB status is then "Unknown").
     """
     if kind not in KINDS:
         raise VerificationError("intel.kind", "kind must be tdx or sgx", actual=kind)
@@ -718,7 +741,7 @@ def verify_quote_file(
     verified = None
     if collateral is not None:
         verified = verify_collateral(kind, CollateralBundle.from_bytes(collateral), now)
-    return verify_quote(typed_kind, quote, verified, policy, now)
+    return verify_quote(typed_kind, quote_from_file_bytes(quote), verified, policy, now)
 
 
 __all__ = [
@@ -726,6 +749,7 @@ __all__ = [
     "IntelPolicy",
     "authenticate",
     "check_policy",
+    "quote_from_file_bytes",
     "to_evidence",
     "verify_quote",
     "verify_quote_file",

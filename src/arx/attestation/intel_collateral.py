@@ -45,6 +45,7 @@ TCB_STATUSES: Final = frozenset(
 )
 TCB_INFO_VERSIONS: Final = frozenset({2, 3})
 QE_IDENTITY_VERSION: Final = 2
+TCB_TYPE_COMPONENTWISE: Final = 0
 SIGNING_CHAIN_LENGTH: Final = 2  # Intel SGX TCB Signing, Intel SGX Root CA
 CRL_CHAIN_LENGTH: Final = 2  # PCK Platform/Processor CA, Intel SGX Root CA
 MAX_COLLATERAL_SIZE: Final = 4 << 20
@@ -293,6 +294,10 @@ class TcbInfo:
         if version not in TCB_INFO_VERSIONS:
             raise EvidenceParseError(f"{what}: version {version} is not 2 or 3")
         tcb_id = str(obj.get("id", "SGX")) if version == 3 else "SGX"
+        # Intel defines only TCB type 0: the 16 components compare one by one with the
+        # PCK certificate's. Any other type would need rules we do not implement.
+        if obj.get("tcbType", 0) != TCB_TYPE_COMPONENTWISE:
+            raise EvidenceParseError(f"{what}: tcbType {obj.get('tcbType')!r} is not 0")
         if tcb_id not in ("SGX", "TDX"):
             raise EvidenceParseError(f"{what}: id {tcb_id!r} is not SGX or TDX")
         levels = []
@@ -476,6 +481,11 @@ class CollateralBundle:
         except UnicodeDecodeError as exc:
             raise EvidenceParseError("collateral is not UTF-8 JSON") from exc
         members = raw_members(text, "collateral")
+        if {"tcbInfo", "enclaveIdentity"} & set(members):
+            raise EvidenceParseError(
+                "collateral is a single Intel PCS response; a collateral bundle carrying TCB "
+                "Info, QE Identity, both CRLs and the issuer chains is needed"
+            )
         unknown = sorted(set(members) - BUNDLE_KEYS)
         if unknown:
             raise EvidenceParseError(f"collateral: unknown members {', '.join(unknown)}")
