@@ -1,0 +1,1 @@
+"""Pinned vendor trust anchors, shipped as package data."""

@@ -1,0 +1,1 @@
+"""The Intel SGX Provisioning Certification Root CA (used for SGX and TDX)."""
