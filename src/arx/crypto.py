@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 from cryptography.hazmat.primitives.hpke import (
@@ -195,11 +195,11 @@ def certificate_spki(cert_der: bytes) -> bytes:
     """The SubjectPublicKeyInfo of a DER certificate received from a TLS peer."""
     try:
         cert = x509.load_der_x509_certificate(cert_der)
-    except ValueError as exc:
+        return cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise MessageError("the TLS peer sent an unparsable certificate") from exc
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def key_proof(tls_key_der: bytes) -> str:

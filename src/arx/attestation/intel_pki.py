@@ -89,7 +89,9 @@ def same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
 def load_pem_chain(pem: bytes, what: str) -> tuple[x509.Certificate, ...]:
     try:
         certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
+        # InvalidVersion is not a ValueError: a certificate whose version
+        # field says 6 must still be a parse error, not a crash.
         raise EvidenceParseError(f"{what}: not a PEM certificate chain") from exc
     return tuple(certs)
 
