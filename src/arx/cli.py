@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first "--" belongs to the workload, untouched;
     # argparse cannot tell those apart from arx's own options on its own.
-    workload_args: list[str] = []
+    # ``None`` when there is no "--": the configuration file's args apply.
+    workload_args: list[str] | None = None
     if "--" in args_list:
         cut = args_list.index("--")
         args_list, workload_args = args_list[:cut], args_list[cut + 1 :]

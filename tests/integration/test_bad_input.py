@@ -20,9 +20,11 @@ from arx.client.deploy import send_workload
 from arx.errors import PinMismatchError, RemoteError
 from arx.protocol.messages import (
     AttestRequest,
+    Chunk,
     ErrorBody,
     ProvisionRequest,
     Workload,
+    encode_frame,
 )
 from tests.conftest import EXAMPLES, Keepmgr, marked_pids
 
@@ -135,6 +137,14 @@ def _provisioned_keep(client: KeepmgrClient) -> tuple[str, int, ec.EllipticCurve
     return keep.id, port, key, der
 
 
+def _body(module: bytes) -> list[bytes]:
+    """A request body by hand: the workload frame, then the module in one chunk."""
+    return [
+        encode_frame(Workload(module_size=len(module))),
+        encode_frame(Chunk(data=module)),
+    ]
+
+
 def _tls(port: int) -> ssl.SSLSocket:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -155,7 +165,7 @@ def test_stranger_without_key_proof_is_refused_and_client_still_runs(keepmgr: Ke
         result = send_workload(
             host="127.0.0.1", port=port, expected_spki=crypto.spki(key.public_key()),
             proof=crypto.key_proof(der),
-            body=Workload(module=(EXAMPLES / "hello" / "hello.wasm").read_bytes()).to_cbor(),
+            body=_body((EXAMPLES / "hello" / "hello.wasm").read_bytes()),
             on_output=lambda _s, d: out.append(d),
         )  # fmt: skip
         assert result.exit.status == "exited"
@@ -169,13 +179,18 @@ def test_client_disconnecting_mid_upload_ends_the_keep(keepmgr: Keepmgr) -> None
     client = KeepmgrClient(keepmgr.url)
     keep_id, port, _key, der = _provisioned_keep(client)
     sock = _tls(port)
+    # A valid start (the workload frame announcing a 100 kB module and part
+    # of its first chunk), then the connection goes away.
+    partial = (
+        encode_frame(Workload(module_size=100_000)) + encode_frame(Chunk(data=b"m" * 60_000))
+    )[:30_000]
     sock.sendall(
         b"POST /v1/workload HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n"
         + crypto.KEY_PROOF_HEADER
         + b": "
         + crypto.key_proof(der).encode()
         + b"\r\n\r\n"
-        + b"\xa1" * 1000
+        + partial
     )
     sock.close()
     deadline = time.monotonic() + 20
@@ -228,7 +243,7 @@ def test_client_refuses_a_tls_server_with_another_key() -> None:
         send_workload(
             host="127.0.0.1", port=listener.getsockname()[1],
             expected_spki=crypto.spki(client_key.public_key()), proof=crypto.key_proof(client_der),
-            body=Workload(module=b"\0asm secret workload").to_cbor(), on_output=lambda *_: None,
+            body=_body(b"\0asm secret workload"), on_output=lambda *_: None,
         )  # fmt: skip
     thread.join(10)
     listener.close()

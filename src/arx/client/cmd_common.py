@@ -5,10 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from arx.client.api import KeepmgrClient
 from arx.client.deploy import DeployOptions, deploy, exit_code
+from arx.client.workload import (
+    CONFIG_NAME,
+    DirSpec,
+    FileSpec,
+    StdinSpec,
+    Upload,
+    WorkloadConfig,
+    check_env_name,
+    check_guest_dir,
+    load_config,
+    merge,
+    parse_limits,
+)
 from arx.errors import UsageError
 from arx.protocol.messages import HPKE_SUITES, MAX_WORKLOAD_BYTES, StreamName
 
@@ -17,15 +31,67 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "workload",
         metavar="WORKLOAD.wasm",
-        help="the WASI module to run; its arguments follow a -- at the end",
+        help="the WASI module to run; its arguments follow a -- at the end "
+        "(and replace the configuration's args)",
     )
-    parser.add_argument(
+    config = parser.add_argument_group(
+        "workload configuration",
+        "settings for the workload; they override the configuration file's "
+        "(keep.toml beside the module, or --config; see docs/workloads.md)",
+    )
+    config.add_argument(
+        "--config", metavar="FILE", type=Path, help="the workload configuration (keep.toml)"
+    )
+    config.add_argument(
+        "--no-config", action="store_true", help="ignore a keep.toml beside the module"
+    )
+    config.add_argument(
         "--env",
         "-e",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="set an environment variable for the workload (repeatable)",
+    )
+    stdin = config.add_mutually_exclusive_group()
+    stdin.add_argument(
+        "--stdin", metavar="FILE", type=Path, help="send FILE with the workload as its stdin"
+    )
+    stdin.add_argument("--stdin-text", metavar="TEXT", help="the workload's stdin, inline")
+    config.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="SRC:GUEST[:rw]",
+        help="make local directory SRC visible at GUEST (read-only unless :rw; "
+        "an empty SRC gives an empty writable directory)",
+    )
+    config.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="SRC:GUEST",
+        help="make local file SRC visible at GUEST, e.g. data.csv:/in/data.csv",
+    )
+    config.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        metavar="GUEST=DIR",
+        help="after the run, write writable directory GUEST's contents into local DIR",
+    )
+    config.add_argument(
+        "--discard",
+        action="append",
+        default=[],
+        metavar="GUEST",
+        help="discard writable directory GUEST's contents after the run",
+    )
+    config.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 256MiB")
+    config.add_argument("--wall-time", metavar="DURATION", help="wall-time limit, e.g. 30s")
+    config.add_argument("--fuel", metavar="N", type=int, help="CPU budget in wasmtime fuel")
+    config.add_argument(
+        "--max-output", metavar="SIZE", help="limit on stdout and stderr together, e.g. 10MiB"
     )
     parser.add_argument(
         "--hpke-suite",
@@ -38,27 +104,102 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_module(path: str) -> bytes:
-    try:
-        size = os.stat(path).st_size
-        if size > MAX_WORKLOAD_BYTES:
-            raise UsageError(
-                f"{path} is {size} bytes; the largest workload is {MAX_WORKLOAD_BYTES} bytes"
-            )
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
-
-
 def parse_env(pairs: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"--env takes NAME=VALUE, not {pair!r}")
-        env[name] = value
+        env[check_env_name(name, "--env")] = value
     return env
+
+
+def _cli_config(args: argparse.Namespace) -> WorkloadConfig:
+    dirs: dict[str, DirSpec] = {}
+    for value in args.dir:
+        parts = value.split(":")
+        writable = len(parts) == 3 and parts[2] == "rw"
+        if len(parts) not in (2, 3) or (len(parts) == 3 and not writable):
+            raise UsageError(f"--dir takes SRC:GUEST or SRC:GUEST:rw, not {value!r}")
+        guest = check_guest_dir(parts[1], "--dir")
+        dirs[guest] = DirSpec(
+            guest=guest, source=Path(parts[0]) if parts[0] else None, writable=writable
+        )
+    for value in args.results:
+        guest, sep, local = value.partition("=")
+        if not sep or not local:
+            raise UsageError(f"--results takes GUEST=DIR, not {value!r}")
+        guest = check_guest_dir(guest, "--results")
+        base = dirs.get(guest, DirSpec(guest=guest, writable=True))
+        dirs[guest] = replace(base, results=Path(local), discard=False)
+    for value in args.discard:
+        guest = check_guest_dir(value, "--discard")
+        base = dirs.get(guest, DirSpec(guest=guest, writable=True))
+        dirs[guest] = replace(base, discard=True, results=None)
+    files = []
+    for value in args.file:
+        src, sep, guest = value.rpartition(":")
+        if not sep or not src:
+            raise UsageError(f"--file takes SRC:GUEST, not {value!r}")
+        files.append(FileSpec(source=Path(src), guest=check_guest_dir(guest, "--file")))
+    stdin = None
+    if args.stdin is not None:
+        stdin = StdinSpec(file=args.stdin)
+    elif args.stdin_text is not None:
+        stdin = StdinSpec(data=args.stdin_text.encode())
+    limits: dict[str, object] = {}
+    for key, value in (
+        ("memory", args.memory),
+        ("wall_time", args.wall_time),
+        ("fuel", args.fuel),
+        ("output", args.max_output),
+    ):
+        if value is not None:
+            limits[key] = value
+    try:
+        parsed_limits = parse_limits(limits, prefix="option")
+    except UsageError as exc:
+        flag = {
+            "option.memory": "--memory",
+            "option.wall_time": "--wall-time",
+            "option.fuel": "--fuel",
+            "option.output": "--max-output",
+        }
+        message = exc.message
+        for key, name in flag.items():
+            message = message.replace(key, name)
+        raise UsageError(message) from None
+    return WorkloadConfig(
+        args=None if args.workload_args is None else tuple(args.workload_args),
+        env=parse_env(args.env),
+        stdin=stdin,
+        dirs=tuple(dirs.values()),
+        files=tuple(files),
+        limits=parsed_limits,
+    )
+
+
+def workload_config(args: argparse.Namespace) -> WorkloadConfig:
+    """The file's settings (if any) with the command line's laid over them."""
+    cli = _cli_config(args)
+    path: Path | None = args.config
+    if path is None and not args.no_config:
+        beside = Path(args.workload).parent / CONFIG_NAME
+        path = beside if beside.is_file() else None
+    if path is None:
+        return cli
+    base = load_config(path)
+    # A command-line --results or --discard for a directory the file declares
+    # keeps the file's source and mode.
+    merged_dirs = {d.guest: d for d in base.dirs}
+    cli_dirs = []
+    for spec in cli.dirs:
+        old = merged_dirs.get(spec.guest)
+        if old is not None and spec.source is None and (spec.results is not None or spec.discard):
+            cli_dirs.append(replace(old, results=spec.results, discard=spec.discard))
+        else:
+            cli_dirs.append(spec)
+    return merge(base, replace(cli, dirs=tuple(cli_dirs)))
 
 
 def options_from_args(
@@ -68,9 +209,6 @@ def options_from_args(
         backend=backend,
         allow_insecure=allow_insecure,
         hpke_suite=args.hpke_suite,
-        program=Path(args.workload).name,
-        args=tuple(args.workload_args),
-        env=parse_env(args.env),
     )
 
 
@@ -83,14 +221,30 @@ def _write(stream: StreamName, data: bytes) -> None:
         view = view[written:]
 
 
+def prepare_upload(args: argparse.Namespace) -> Upload:
+    """Everything checked before a Keep exists: the module, the configuration, the inputs."""
+    module = Path(args.workload)
+    try:
+        size = module.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"cannot read {module}: {exc.strerror}") from exc
+    if size > MAX_WORKLOAD_BYTES:
+        raise UsageError(
+            f"{module} is {size} bytes; the largest workload is {MAX_WORKLOAD_BYTES} bytes"
+        )
+    return Upload(module, module.name, workload_config(args))
+
+
 def run_deployment(url: str, args: argparse.Namespace, options: DeployOptions) -> int:
-    module = read_module(args.workload)
+    upload = prepare_upload(args)
 
     def progress(message: str) -> None:
         if args.verbose:
             print(f"arx: {message}", file=sys.stderr, flush=True)
 
-    result = deploy(KeepmgrClient(url), module, options, on_output=_write, progress=progress)
+    result = deploy(KeepmgrClient(url), upload, options, on_output=_write, progress=progress)
+    for directory in upload.results.finish(result):
+        progress(f"results written to {directory}")
     code, line = exit_code(result.exit)
     if line is not None:
         print(f"arx: {line}", file=sys.stderr)

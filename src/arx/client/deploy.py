@@ -11,16 +11,18 @@ whatever happened.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import secrets
 import socket
 import ssl
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import h11
 
 from arx import crypto
 from arx.client.api import KeepmgrClient
+from arx.client.workload import Upload
 from arx.errors import (
     ArxError,
     AttestationError,
@@ -32,6 +34,7 @@ from arx.errors import (
 )
 from arx.protocol.messages import (
     NONCE_LENGTH,
+    ArchiveChunk,
     AttestRequest,
     AttestResponse,
     ErrorBody,
@@ -42,15 +45,17 @@ from arx.protocol.messages import (
     ProvisionRequest,
     Result,
     StreamName,
-    Workload,
 )
 
 # Connecting to the Keep's port and finishing the TLS handshake.
 CONNECT_TIMEOUT = 15.0
 # Error bodies from the Keep are single small messages.
 MAX_ERROR_BODY = 64 * 1024
+# The upload is written to the TLS socket in pieces of about this size.
+SEND_BATCH_BYTES = 1024 * 1024
 
 OutputSink = Callable[[StreamName, bytes], None]
+ArchiveSink = Callable[[int, bytes], None]
 Progress = Callable[[str], None]
 
 
@@ -59,9 +64,6 @@ class DeployOptions:
     backend: str
     allow_insecure: bool = False
     hpke_suite: HpkeSuiteName = "x25519"
-    program: str = "workload.wasm"
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def check_backend_allowed(options: DeployOptions) -> None:
@@ -101,7 +103,7 @@ def check_attestation(options: DeployOptions, nonce: bytes, answer: AttestRespon
 
 def deploy(
     client: KeepmgrClient,
-    module: bytes,
+    upload: Upload,
     options: DeployOptions,
     *,
     on_output: OutputSink,
@@ -130,13 +132,9 @@ def deploy(
         )
         progress("provisioning the Keep's TLS key")
         provisioned = client.provision(keep.id, ProvisionRequest(sealed_key=sealed))
-        workload = Workload(
-            module=module, program=options.program, args=options.args, env=options.env
-        )
-        body = workload.to_cbor()
-        if len(body) > provisioned.max_workload_bytes:
+        if upload.total_bytes > provisioned.max_workload_bytes:
             raise WorkloadError(
-                f"the workload is {len(body)} bytes; this Keep accepts at most "
+                f"the workload is {upload.total_bytes} bytes; this Keep accepts at most "
                 f"{provisioned.max_workload_bytes}"
             )
         progress(f"sending the workload to port {provisioned.workload_port}")
@@ -145,8 +143,9 @@ def deploy(
             port=provisioned.workload_port,
             expected_spki=crypto.spki(tls_key.public_key()),
             proof=crypto.key_proof(tls_key_der),
-            body=body,
+            body=upload.frames(),
             on_output=on_output,
+            on_archive=upload.results.write,
         )
     finally:
         with contextlib.suppress(ArxError):
@@ -185,36 +184,56 @@ def send_workload(
     port: int,
     expected_spki: bytes,
     proof: str,
-    body: bytes,
+    body: Iterable[bytes],
     on_output: OutputSink,
+    on_archive: ArchiveSink = lambda _mount, _data: None,
 ) -> Result:
+    """Streams ``body`` (chunked: its size need not be known) and relays what comes back.
+
+    The Keep reports the SHA-256 of the body it received; a result whose
+    digest differs from that of the bytes sent here is refused.
+    """
     sock = _pinned_connection(host, port, expected_spki)
     conn = h11.Connection(h11.CLIENT)
+    sent = hashlib.sha256()
     try:
         request = h11.Request(
             method="POST",
             target=crypto.WORKLOAD_PATH,
             headers=[
                 ("host", f"{host}:{port}"),
-                ("content-type", "application/cbor"),
-                ("content-length", str(len(body))),
+                ("content-type", "application/cbor-seq"),
+                ("transfer-encoding", "chunked"),
                 (crypto.KEY_PROOF_HEADER.decode(), proof),
             ],
         )
         try:
-            sock.sendall(conn.send(request) + conn.send(h11.Data(data=body)))
+            sock.sendall(conn.send(request) or b"")
+            pending: list[bytes] = []
+            pending_size = 0
+            for frame in body:
+                sent.update(frame)
+                pending.append(frame)
+                pending_size += len(frame)
+                # Frames are small; sending them in batches of about 1 MiB
+                # keeps the per-call overhead of TLS records low.
+                if pending_size >= SEND_BATCH_BYTES:
+                    sock.sendall(conn.send(h11.Data(data=b"".join(pending))) or b"")
+                    pending, pending_size = [], 0
+            if pending:
+                sock.sendall(conn.send(h11.Data(data=b"".join(pending))) or b"")
             sock.sendall(conn.send(h11.EndOfMessage()) or b"")
         except OSError as exc:
             # The Keep may have refused the request before reading all of it;
             # its answer, if it sent one, says why better than the broken pipe.
             sock.settimeout(CONNECT_TIMEOUT)
             try:
-                return _read_result(sock, conn, on_output)
+                return _read_result(sock, conn, on_output, on_archive, sent.digest())
             except (OSError, ssl.SSLError, h11.ProtocolError):
                 raise exc from None
         # The workload may run for a long time without output.
         sock.settimeout(None)
-        return _read_result(sock, conn, on_output)
+        return _read_result(sock, conn, on_output, on_archive, sent.digest())
     except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
         raise TransportError(f"the connection to the Keep broke: {exc}") from exc
     finally:
@@ -232,7 +251,13 @@ def _next_event(sock: ssl.SSLSocket, conn: h11.Connection) -> h11.Event:
         return event
 
 
-def _read_result(sock: ssl.SSLSocket, conn: h11.Connection, on_output: OutputSink) -> Result:
+def _read_result(
+    sock: ssl.SSLSocket,
+    conn: h11.Connection,
+    on_output: OutputSink,
+    on_archive: ArchiveSink,
+    sent_sha256: bytes,
+) -> Result:
     response = _next_event(sock, conn)
     if not isinstance(response, h11.Response):
         raise TransportError("the Keep closed the connection without answering")
@@ -257,7 +282,14 @@ def _read_result(sock: ssl.SSLSocket, conn: h11.Connection, on_output: OutputSin
             while (msg := frames.next_message()) is not None:
                 if isinstance(msg, Output):
                     on_output(msg.stream, msg.data)
+                elif isinstance(msg, ArchiveChunk):
+                    on_archive(msg.mount, msg.data)
                 elif isinstance(msg, Result):
+                    if msg.workload_sha256 != sent_sha256:
+                        raise TransportError(
+                            "the Keep reports a different workload digest than the one sent "
+                            f"({msg.workload_sha256.hex()} vs {sent_sha256.hex()})"
+                        )
                     return msg
                 else:
                     raise TransportError(f"unexpected {type(msg).__name__} in the workload output")
@@ -267,16 +299,39 @@ def _read_result(sock: ssl.SSLSocket, conn: h11.Connection, on_output: OutputSin
             )
 
 
-def exit_code(result_exit: KeepExit) -> tuple[int, str | None]:
-    """The process exit code for a workload's end, and a line to print when it is not plain.
+# How each way a workload can end becomes the exit status of ``arx run`` and
+# ``arx deploy`` (README.md and docs/workloads.md list them). Limits follow
+# the shell conventions for the matching resource: 124 is what timeout(1)
+# exits with; 128 + signal for the others, as if the kernel had enforced
+# them: SIGKILL (as the OOM killer does) for memory, SIGXCPU for the CPU
+# budget, SIGXFSZ for output size. A trap is 128 + SIGABRT, as in wasmtime's
+# own CLI. 125 is arx's own failure.
+EXIT_TRAPPED = 134
+EXIT_TIMEOUT = 124
+EXIT_MEMORY_LIMIT = 137
+EXIT_OUT_OF_FUEL = 152
+EXIT_OUTPUT_LIMIT = 153
+EXIT_ARX_FAILED = 125
 
-    Exit codes 0-255 pass through; a trap exits 134 (as wasmtime's own CLI
-    does, 128 + SIGABRT); anything arx could not run exits 125.
-    """
-    if result_exit.status == "exited" and result_exit.code is not None:
+
+def exit_code(result_exit: KeepExit) -> tuple[int, str | None]:
+    """The process exit code for a workload's end, and a line to print when it is not plain."""
+    status = result_exit.status
+    if status == "exited" and result_exit.code is not None:
         if 0 <= result_exit.code <= 255:
             return result_exit.code, None
-        return 125, f"the workload exited with {result_exit.code}, which is not an exit status"
-    if result_exit.status == "trapped":
-        return 134, f"the workload trapped: {result_exit.message}"
-    return 125, f"the workload {result_exit.status}: {result_exit.message}"
+        return (
+            EXIT_ARX_FAILED,
+            f"the workload exited with {result_exit.code}, which is not an exit status",
+        )
+    if status == "trapped":
+        return EXIT_TRAPPED, f"the workload trapped: {result_exit.message}"
+    if status == "timeout":
+        return EXIT_TIMEOUT, f"timeout: {result_exit.message}"
+    if status == "memory_limit":
+        return EXIT_MEMORY_LIMIT, f"memory limit: {result_exit.message}"
+    if status == "out_of_fuel":
+        return EXIT_OUT_OF_FUEL, f"out of fuel: {result_exit.message}"
+    if status == "output_limit":
+        return EXIT_OUTPUT_LIMIT, f"output limit: {result_exit.message}"
+    return EXIT_ARX_FAILED, f"the workload {status}: {result_exit.message}"

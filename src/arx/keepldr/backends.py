@@ -21,6 +21,8 @@ class LaunchSpec:
     listen_host: str
     max_workload_bytes: int
     parent_pid: int
+    # The compile cache, on host storage; None runs without one.
+    compile_cache: str | None = None
 
 
 class Backend(Protocol):
@@ -56,6 +58,7 @@ def _wasmldr_process(backend: str, spec: LaunchSpec) -> list[str]:
         str(spec.max_workload_bytes),
         "--parent-pid",
         str(spec.parent_pid),
+        *(["--compile-cache", spec.compile_cache] if spec.compile_cache else []),
     ]
 
 

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--max-workload-bytes", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--compile-cache", default=None, metavar="DIR")
     args = parser.parse_args(argv)
     procutil.die_with_parent(args.parent_pid)
     upstream = private_stdio_channel()
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             listen_host=args.listen_host,
             max_workload_bytes=args.max_workload_bytes,
             parent_pid=os.getpid(),
+            # Compiled modules on host storage are native code the Keep would
+            # run and a copy of the module the host could read, so only a
+            # backend that protects nothing from the host uses the cache
+            # (docs/workloads.md, "Compile cache").
+            compile_cache=None if backend.secure else args.compile_cache,
         )
         keep = subprocess.Popen(
             backend.wasmldr_command(spec),

@@ -41,6 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MIB",
         help=f"largest workload upload a Keep accepts (default {MAX_WORKLOAD_BYTES >> 20})",
     )
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where Keeps on insecure backends keep compiled modules "
+        "(default: STATE_DIR/compile-cache; 'none' disables it)",
+    )
 
 
 def parse_listen(value: str) -> tuple[str, str | int]:
@@ -70,13 +78,27 @@ def run(args: argparse.Namespace) -> int:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise UsageError(f"cannot use state directory {state_dir}: {exc}") from exc
-    return asyncio.run(_serve(host, port, args.max_workload_mib << 20))
+    cache: Path | None = args.compile_cache or state_dir / "compile-cache"
+    if cache is not None and str(cache) == "none":
+        cache = None
+    if cache is not None:
+        try:
+            cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot use compile cache {cache}: {exc}") from exc
+    return asyncio.run(
+        _serve(host, port, args.max_workload_mib << 20, str(cache) if cache else None)
+    )
 
 
-async def _serve(host: str, port: str | int, max_workload_bytes: int) -> int:
+async def _serve(
+    host: str, port: str | int, max_workload_bytes: int, compile_cache: str | None
+) -> int:
     # Keeps on a Unix-socket keepmgr serve their workload on loopback.
     keep_host = "127.0.0.1" if host == "unix" else host
-    registry = KeepRegistry(listen_host=keep_host, max_workload_bytes=max_workload_bytes)
+    registry = KeepRegistry(
+        listen_host=keep_host, max_workload_bytes=max_workload_bytes, compile_cache=compile_cache
+    )
     runner = web.AppRunner(make_app(registry), access_log=None, handle_signals=False)
     await runner.setup()
     site: web.BaseSite

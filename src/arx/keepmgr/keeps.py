@@ -96,10 +96,13 @@ class Keep:
 
 
 class KeepRegistry:
-    def __init__(self, *, listen_host: str, max_workload_bytes: int) -> None:
+    def __init__(
+        self, *, listen_host: str, max_workload_bytes: int, compile_cache: str | None = None
+    ) -> None:
         self._keeps: dict[str, Keep] = {}
         self._listen_host = listen_host
         self._max_workload_bytes = max_workload_bytes
+        self._compile_cache = compile_cache
 
     # -- queries ----------------------------------------------------------
 
@@ -138,6 +141,7 @@ class KeepRegistry:
                 str(self._max_workload_bytes),
                 "--parent-pid",
                 str(os.getpid()),
+                *(["--compile-cache", self._compile_cache] if self._compile_cache else []),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 # Its own process group: stopping the Keep signals the group,

@@ -65,9 +65,34 @@ MAX_OUTPUT_CHUNK = 63 * 1024
 MAX_ARGS = 1024
 MAX_ARG_LENGTH = 64 * 1024
 MAX_ENV_VARS = 1024
-# The default cap on a workload upload (module plus configuration); keepmgr
-# can lower or raise it (``arx keepmgr --max-workload-mib``).
-MAX_WORKLOAD_BYTES = 64 * 1024 * 1024
+# The default cap on a workload upload: the module, its configuration, stdin
+# and input files together. Inputs stream to the Keep in chunks and are
+# written to its private directory as they arrive, so the cap bounds the
+# Keep's disk (or, inside a confidential VM, its encrypted memory), not the
+# client's or the Keep's heap. 1 GiB admits a 69 MB module such as Yosys with
+# a few hundred MB of data; keepmgr can lower or raise it
+# (``arx keepmgr --max-workload-mib``).
+MAX_WORKLOAD_BYTES = 1024 * 1024 * 1024
+# The workload header (everything but the bytes of the module and inputs):
+# arguments, environment and the list of input files. It is decoded whole,
+# so it has its own, smaller bound.
+MAX_WORKLOAD_HEADER_BYTES = 16 * 1024 * 1024
+# Input bytes travel in chunks that fit a frame within cbor.MAX_MESSAGE_BYTES.
+MAX_INPUT_CHUNK = 63 * 1024
+# Directories made visible to the workload, and files and directories sent in
+# them: enough for a source tree, bounded so the header stays small.
+MAX_MOUNTS = 64
+MAX_INPUT_ENTRIES = 16384
+# A guest path or a path inside a mount: PATH_MAX on Linux is 4096; 1024
+# keeps the header bound meaningful and is plenty for real trees.
+MAX_PATH_LENGTH = 1024
+# Limit values: wasm32 memory is at most 4 GiB, memory64 far more; a wall
+# time of 30 days; fuel is a u64 in wasmtime; output up to 2**62 bytes.
+MAX_MEMORY_LIMIT = 1 << 48
+MAX_WALL_TIME_MS = 30 * 24 * 3600 * 1000
+MAX_FUEL = (1 << 63) - 1
+MAX_OUTPUT_LIMIT = 1 << 62
+MAX_FILE_SIZE = 1 << 62
 
 BACKEND_NAMES = ("nil", "sim", "snp", "tdx", "sgx")
 HPKE_SUITES = ("x25519", "mlkem768-x25519")
@@ -77,7 +102,17 @@ EvidenceKindName = Literal["none", "sim", "snp", "tdx", "sgx"]
 KeepStateName = Literal[
     "starting", "ready", "attested", "provisioned", "running", "exited", "failed"
 ]
-ExitStatus = Literal["exited", "trapped", "failed", "killed"]
+ExitStatus = Literal[
+    "exited",
+    "trapped",
+    "memory_limit",
+    "timeout",
+    "out_of_fuel",
+    "output_limit",
+    "failed",
+    "killed",
+]
+EntryKind = Literal["file", "dir"]
 StreamName = Literal["stdout", "stderr"]
 
 
@@ -265,15 +300,29 @@ class CreateKeepRequest(Message):
 
 @message
 class KeepExit(Message):
-    """How a Keep's workload ended. ``code`` is the exit code when there is one."""
+    """How a Keep's workload ended.
+
+    ``status`` says which of the ways it was: ``exited`` (``code`` is its
+    exit code), ``trapped`` (``trap_code`` names the trap and ``message``
+    holds wasmtime's message with the Wasm backtrace), ``memory_limit``,
+    ``timeout``, ``out_of_fuel``, ``output_limit`` (a limit ended or
+    constrained it; ``message`` says which value and what was seen),
+    ``failed`` (arx could not run it) or ``killed`` (the Keep was stopped
+    from outside). ``memory_bytes`` is the size of the workload's linear
+    memory when it ended, which is its peak, since Wasm memory never shrinks.
+    """
 
     status: ExitStatus
     code: int | None = None
     message: str = bounded(MAX_TEXT_LENGTH, default="")
+    trap_code: str = bounded(MAX_NAME_LENGTH, default="")
+    memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.code is not None:
             _require(-(2**31) <= self.code < 2**32, "exit code out of range")
+        if self.memory_bytes is not None:
+            _require(0 <= self.memory_bytes <= MAX_MEMORY_LIMIT, "memory_bytes out of range")
 
 
 @message
@@ -400,20 +449,138 @@ class Shutdown(Message):
 # Workload channel (client <-> wasmldr over the provisioned TLS key)
 
 
+def _check_guest_path(path: str) -> None:
+    """An absolute, normalised guest directory: ``/a/b``, never ``/`` or ``/a/../b``."""
+    parts = path.split("/")
+    _require(
+        path.startswith("/")
+        and len(parts) > 1
+        and all(p not in ("", ".", "..") and "\0" not in p for p in parts[1:]),
+        f"guest path {path!r} must be absolute and normalised, and not /",
+    )
+
+
+def check_relative_path(path: str) -> None:
+    """A path inside a mount: relative, normalised, no ``..``, no empty parts."""
+    _require(
+        bool(path) and all(p not in ("", ".", "..") and "\0" not in p for p in path.split("/")),
+        f"path {path!r} must be relative and normalised, without '..'",
+    )
+
+
+@message
+class Mount(Message):
+    """A directory the workload sees at ``guest``; read-only unless ``writable``.
+
+    For a writable mount, ``results`` asks the Keep to send its contents back
+    after the run (as a tar archive); otherwise they are discarded with the Keep.
+    """
+
+    guest: str = bounded(MAX_PATH_LENGTH)
+    writable: bool = False
+    results: bool = False
+
+    def __post_init__(self) -> None:
+        _check_guest_path(self.guest)
+        _require(self.writable or not self.results, "only a writable mount can return results")
+
+
+@message
+class InputEntry(Message):
+    """A file (with ``size`` bytes following in chunks) or a directory in a mount."""
+
+    mount: int
+    path: str = bounded(MAX_PATH_LENGTH)
+    kind: EntryKind = "file"
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.mount < MAX_MOUNTS, "mount index out of range")
+        check_relative_path(self.path)
+        _require(0 <= self.size <= MAX_FILE_SIZE, "size out of range")
+        _require(self.kind == "file" or self.size == 0, "a directory has no size")
+
+
+@message
+class Limits(Message):
+    """What the Keep enforces; ``None`` means no limit of that kind."""
+
+    # Linear memory (and tables) of the store, in bytes.
+    memory_bytes: int | None = None
+    # Wall-clock time from the start of the module, in milliseconds.
+    wall_time_ms: int | None = None
+    # wasmtime fuel: roughly one unit per Wasm instruction.
+    fuel: int | None = None
+    # stdout and stderr together, in bytes.
+    output_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, top in (
+            ("memory_bytes", MAX_MEMORY_LIMIT),
+            ("wall_time_ms", MAX_WALL_TIME_MS),
+            ("fuel", MAX_FUEL),
+            ("output_bytes", MAX_OUTPUT_LIMIT),
+        ):
+            value = getattr(self, name)
+            _require(value is None or 0 < value <= top, f"{name} must be 1..{top}")
+
+
 @message
 class Workload(Message):
-    """Step 9: the module and how to run it."""
+    """Step 9, the first frame of the request: how to run the module, and what follows.
 
-    module: bytes = bounded(MAX_WORKLOAD_BYTES)
+    After this frame come ``Chunk`` frames carrying, in this order and with
+    exactly these sizes: the module (``module_size`` bytes), stdin
+    (``stdin_size`` bytes, if not ``None``) and each file of ``entries``.
+    """
+
     # argv[0] as the workload sees it (the client sends the module's file name).
     program: str = bounded(MAX_NAME_LENGTH, default="workload.wasm")
     args: tuple[str, ...] = bounded(MAX_ARG_LENGTH, items=MAX_ARGS, default=())
     env: dict[str, str] = bounded(MAX_ARG_LENGTH, items=MAX_ENV_VARS, default={})
+    module_size: int
+    stdin_size: int | None = None
+    mounts: tuple[Mount, ...] = bounded(0, items=MAX_MOUNTS, default=())
+    entries: tuple[InputEntry, ...] = bounded(0, items=MAX_INPUT_ENTRIES, default=())
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        _require(bool(self.module), "module must not be empty")
-        for key in self.env:
-            _require(bool(key) and "=" not in key, f"invalid environment variable name {key!r}")
+        _require(0 < self.module_size <= MAX_WORKLOAD_BYTES, "module_size out of range")
+        _require(
+            self.stdin_size is None or 0 <= self.stdin_size <= MAX_FILE_SIZE,
+            "stdin_size out of range",
+        )
+        for name in self.env:
+            _require(bool(name) and "=" not in name, f"invalid environment variable name {name!r}")
+        guests = [m.guest for m in self.mounts]
+        _require(len(set(guests)) == len(guests), "two mounts share a guest path")
+        for a in guests:
+            for b in guests:
+                _require(not b.startswith(a + "/"), f"mount {b} is inside mount {a}")
+        seen: set[tuple[int, str]] = set()
+        for entry in self.entries:
+            _require(entry.mount < len(self.mounts), "entry names a mount that does not exist")
+            key = (entry.mount, entry.path)
+            _require(key not in seen, f"entry {entry.path!r} is listed twice")
+            seen.add(key)
+
+    def total_bytes(self) -> int:
+        """Bytes of module and inputs that follow this frame."""
+        return (
+            self.module_size
+            + (self.stdin_size or 0)
+            + sum(e.size for e in self.entries if e.kind == "file")
+        )
+
+
+@message
+class Chunk(Message):
+    """The next bytes of the module or an input, in the order ``Workload`` lists them."""
+
+    data: bytes = bounded(MAX_INPUT_CHUNK)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.data), "a chunk must not be empty")
 
 
 @message
@@ -423,15 +590,47 @@ class Output(Message):
 
 
 @message
+class ArchiveChunk(Message):
+    """Bytes of the tar archive of writable mount ``mount``, after the run."""
+
+    mount: int
+    data: bytes = bounded(MAX_OUTPUT_CHUNK)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.mount < MAX_MOUNTS, "mount index out of range")
+
+
+@message
+class ArchiveInfo(Message):
+    """One result archive as the Keep sent it, so the client can check it is whole."""
+
+    mount: int
+    size: int
+    sha256: bytes = bounded(32)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.mount < MAX_MOUNTS, "mount index out of range")
+        _require(self.size >= 0, "size out of range")
+        _require(len(self.sha256) == 32, "sha256 must be 32 bytes")
+
+
+@message
 class Result(Message):
     """The last item of a workload's output: how it ended.
 
-    ``workload_sha256`` is the digest of the exact workload request bytes the
-    Keep received and ran, so the client can see that nothing was altered.
+    ``workload_sha256`` is the SHA-256 of the exact request body the Keep
+    received (the ``Workload`` frame and every ``Chunk``: module,
+    configuration, stdin and input files), so the client can see that the
+    Keep ran exactly what it sent. ``stdout_bytes``/``stderr_bytes`` count
+    what the Keep forwarded; ``archives`` describe the result archives sent
+    before this frame.
     """
 
     exit: KeepExit
     workload_sha256: bytes = bounded(32)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    archives: tuple[ArchiveInfo, ...] = bounded(0, items=MAX_MOUNTS, default=())
 
 
 # ---------------------------------------------------------------------------
@@ -449,7 +648,10 @@ FRAME_TYPES: dict[str, type[Message]] = {
     "exited": Exited,
     "shutdown": Shutdown,
     "error": ErrorBody,
+    "workload": Workload,
+    "chunk": Chunk,
     "output": Output,
+    "archive": ArchiveChunk,
     "result": Result,
 }
 _FRAME_NAMES = {cls: name for name, cls in FRAME_TYPES.items()}

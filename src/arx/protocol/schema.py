@@ -41,7 +41,20 @@ CHANNELS: tuple[tuple[str, tuple[type[m.Message], ...]], ...] = (
         "control channel",
         (m.Ready, m.EvidenceRequest, m.EvidenceReply, m.WorkloadStarted, m.Exited, m.Shutdown),
     ),
-    ("workload channel", (m.Workload, m.Output, m.Result)),
+    (
+        "workload channel",
+        (
+            m.Workload,
+            m.Mount,
+            m.InputEntry,
+            m.Limits,
+            m.Chunk,
+            m.Output,
+            m.ArchiveChunk,
+            m.ArchiveInfo,
+            m.Result,
+        ),
+    ),
 )
 
 _NONCE = bytes(range(32))
@@ -90,10 +103,30 @@ EXAMPLES: dict[str, m.Message] = {
     "Exited": m.Exited(exit=m.KeepExit(status="exited", code=0)),
     "Shutdown": m.Shutdown(),
     "Workload": m.Workload(
-        module=b"\0asm\x01\0\0\0", program="hello.wasm", args=("a",), env={"LANG": "C"}
+        program="news2.wasm",
+        args=("--input", "/in/vitals.csv"),
+        env={"LANG": "C"},
+        module_size=8,
+        stdin_size=5,
+        mounts=(m.Mount(guest="/in"), m.Mount(guest="/out", writable=True, results=True)),
+        entries=(m.InputEntry(mount=0, path="vitals.csv", size=120),),
+        limits=m.Limits(memory_bytes=64 << 20, wall_time_ms=10_000),
     ),
+    "Mount": m.Mount(guest="/out", writable=True, results=True),
+    "InputEntry": m.InputEntry(mount=0, path="vitals.csv", size=120),
+    "Limits": m.Limits(
+        memory_bytes=64 << 20, wall_time_ms=10_000, fuel=10**9, output_bytes=1 << 20
+    ),
+    "Chunk": m.Chunk(data=b"\0asm\x01\0\0\0"),
     "Output": m.Output(stream="stdout", data=b"Hello\n"),
-    "Result": m.Result(exit=m.KeepExit(status="exited", code=0), workload_sha256=bytes(32)),
+    "ArchiveChunk": m.ArchiveChunk(mount=1, data=b"ustar..."),
+    "ArchiveInfo": m.ArchiveInfo(mount=1, size=10240, sha256=bytes(32)),
+    "Result": m.Result(
+        exit=m.KeepExit(status="exited", code=0, memory_bytes=1 << 17),
+        workload_sha256=bytes(32),
+        stdout_bytes=6,
+        archives=(m.ArchiveInfo(mount=1, size=10240, sha256=bytes(32)),),
+    ),
 }
 
 

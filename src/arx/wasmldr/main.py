@@ -133,19 +133,37 @@ def serve(args: argparse.Namespace, channel: Channel) -> int:
             workload_port=listener.getsockname()[1], max_workload_bytes=args.max_workload_bytes
         )
     )
-    exit_ = _accept_workload(listener, context, tls_key_der, args.max_workload_bytes, channel)
+    exit_ = _accept_workload(
+        listener, context, tls_key_der, args.max_workload_bytes, channel, args.compile_cache
+    )
     channel.send(Exited(exit=exit_))
     return 0
 
 
-def _accept_workload(
+def _end_keep(channel: Channel, outcome: server.Outcome) -> None:
+    """A limit stopped a workload that is still running: report, then end the process.
+
+    The client already has the result. A Wasm call in progress cannot be
+    interrupted from Python unless the engine checks epochs, which costs every
+    workload; ending the Keep's process is immediate and costs nothing.
+    """
+    try:
+        channel.send(Exited(exit=outcome.exit))
+    finally:
+        os._exit(0)
+
+
+def _accept_workload(  # noqa: PLR0917 (one call site, each argument named there)
     listener: socket.socket,
     context: ssl.SSLContext,
     tls_key_der: bytes,
     max_body: int,
     channel: Channel,
+    compile_cache: str | None,
 ) -> KeepExit:
-    gate = server.WorkloadGate()
+    gate = server.WorkloadGate(
+        compile_cache=compile_cache, on_abort=lambda outcome: _end_keep(channel, outcome)
+    )
     proof = crypto.key_proof(tls_key_der)
     deadline = time.monotonic() + WORKLOAD_WAIT_TIMEOUT
     slots = threading.BoundedSemaphore(server.MAX_CONNECTIONS)
@@ -193,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--max-workload-bytes", type=int, default=MAX_WORKLOAD_BYTES)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="directory of compiled modules keyed by module digest, wasmtime version and "
+        "engine configuration (host storage: see docs/workloads.md for what that trusts)",
+    )
     args = parser.parse_args(argv)
     procutil.die_with_parent(args.parent_pid)
     channel = private_stdio_channel()

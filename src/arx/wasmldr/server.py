@@ -14,20 +14,31 @@ import contextlib
 import hashlib
 import hmac
 import os
+import shutil
 import socket
 import ssl
+import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import h11
 
 from arx.crypto import KEY_PROOF_HEADER, WORKLOAD_PATH
 from arx.errors import ArxError, ProtocolError, WorkloadError
 from arx.protocol.messages import (
+    MAX_OUTPUT_CHUNK,
+    MAX_WORKLOAD_HEADER_BYTES,
+    ArchiveChunk,
+    ArchiveInfo,
+    Chunk,
     ErrorBody,
+    ExitStatus,
+    FrameDecoder,
     KeepExit,
+    Message,
     Output,
     Result,
     StreamName,
@@ -60,13 +71,29 @@ class Outcome:
 
 
 class WorkloadGate:
-    """Lets exactly one authenticated request through, then reports how it ended."""
+    """Lets exactly one authenticated request through, then reports how it ended.
 
-    def __init__(self) -> None:
+    ``on_abort`` ends the Keep when a limit stops a workload that is still
+    running (wasmldr reports the outcome and exits the process).
+    """
+
+    def __init__(
+        self,
+        *,
+        compile_cache: str | None = None,
+        on_abort: Callable[[Outcome], None] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._claimed = False
         self.done = threading.Event()
         self.outcome: Outcome | None = None
+        self.compile_cache = compile_cache
+        self._on_abort = on_abort
+
+    def abort(self, outcome: Outcome) -> None:
+        if self._on_abort is not None:
+            self._on_abort(outcome)
+        self.finish(outcome)
 
     def claim(self) -> bool:
         with self._lock:
@@ -181,9 +208,9 @@ def _exchange(
         raise _Rejected(409, "keep_in_use", "this Keep has already accepted its workload")
 
     # From here on the Keep is committed to this one request, whatever happens.
+    workdir = tempfile.mkdtemp(prefix="arx-workload-")
     try:
-        body = _read_body(conn)
-        exit_ = _run(conn, body, on_started)
+        exit_ = _receive_and_run(conn, workdir, gate, on_started)
     except _Rejected as exc:
         conn.respond_error(exc.status, exc.code, exc.message)
         gate.finish(Outcome(KeepExit(status="failed", message=exc.message), started=False))
@@ -192,39 +219,145 @@ def _exchange(
         message = f"the client disconnected before the workload arrived ({type(exc).__name__})"
         gate.finish(Outcome(KeepExit(status="failed", message=message), started=False))
         return
+    finally:
+        remove_tree(workdir)
     gate.finish(Outcome(exit_, started=True))
 
 
-def _read_body(conn: _Conn) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        event = conn.next_event()
-        if isinstance(event, h11.Data):
-            total += len(event.data)
-            if total > conn.max_body:
+def remove_tree(path: str) -> None:
+    """Removes the workload's private directory, including what it made read-only."""
+
+    def make_writable_and_retry(func: Callable[..., object], target: str, _exc: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, 0o700)
+            func(target)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+class _Body:
+    """The request body as it arrives: hashed, bounded, split into frames."""
+
+    def __init__(self, conn: _Conn) -> None:
+        self.conn = conn
+        self.sha256 = hashlib.sha256()
+        self.total = 0
+        self.frames = FrameDecoder(limit=MAX_WORKLOAD_HEADER_BYTES)
+        self.ended = False
+
+    def next_frame(self) -> Message | None:
+        """The next frame, or ``None`` at the end of the body."""
+        while True:
+            msg = self.frames.next_message()
+            if msg is not None:
+                return msg
+            if self.ended:
+                if self.frames.pending:
+                    raise _Rejected(400, "bad_request", "the request ends inside a frame")
+                return None
+            event = self.conn.next_event()
+            if isinstance(event, h11.Data):
+                self.total += len(event.data)
+                if self.total > self.conn.max_body:
+                    raise _Rejected(
+                        413,
+                        "workload_too_large",
+                        f"the workload exceeds this Keep's limit of {self.conn.max_body} bytes",
+                    )
+                self.sha256.update(event.data)
+                self.frames.feed(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                self.ended = True
+            elif isinstance(event, h11.ConnectionClosed):
+                raise OSError("connection closed mid-upload")
+
+    def copy_to(self, out: BinaryIO, size: int, what: str) -> None:
+        """Copies the next ``size`` bytes, carried in ``Chunk`` frames, to ``out``."""
+        left = size
+        while left > 0:
+            try:
+                msg = self.next_frame()
+            except ProtocolError as exc:
+                raise _Rejected(400, exc.code, f"invalid workload request: {exc.message}") from exc
+            if not isinstance(msg, Chunk):
                 raise _Rejected(
-                    413,
-                    "workload_too_large",
-                    f"the workload exceeds this Keep's limit of {conn.max_body} bytes",
+                    400, "bad_request", f"the request ends before all {size} bytes of {what}"
                 )
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        elif isinstance(event, h11.ConnectionClosed):
-            raise OSError("connection closed mid-upload")
+            if len(msg.data) > left:
+                raise _Rejected(400, "bad_request", f"more bytes than announced for {what}")
+            out.write(msg.data)
+            left -= len(msg.data)
 
 
-def _run(conn: _Conn, body: bytes, on_started: Callable[[], None]) -> KeepExit:
-    digest = hashlib.sha256(body).digest()
+def _receive(conn: _Conn, workdir: str) -> tuple[Workload, _Body, str, str | None, list[str]]:
+    """Reads the whole request into ``workdir``: the module, stdin and each mount's files."""
+    body = _Body(conn)
     try:
-        workload = Workload.from_cbor(body, limit=conn.max_body)
+        header = body.next_frame()
     except ProtocolError as exc:
         raise _Rejected(400, exc.code, f"invalid workload request: {exc.message}") from exc
+    if not isinstance(header, Workload):
+        raise _Rejected(400, "bad_request", "the request must start with a workload frame")
+    if header.total_bytes() > conn.max_body:
+        raise _Rejected(
+            413,
+            "workload_too_large",
+            f"the workload is {header.total_bytes()} bytes; this Keep accepts at most "
+            f"{conn.max_body}",
+        )
+    module_path = os.path.join(workdir, "module.wasm")
+    with open(module_path, "wb") as f:
+        body.copy_to(f, header.module_size, "the module")
+    stdin_path = None
+    if header.stdin_size is not None:
+        stdin_path = os.path.join(workdir, "stdin")
+        with open(stdin_path, "wb") as f:
+            body.copy_to(f, header.stdin_size, "stdin")
+    mount_dirs = []
+    for index in range(len(header.mounts)):
+        path = os.path.join(workdir, f"mount{index}")
+        os.mkdir(path, 0o700)
+        mount_dirs.append(path)
+    for entry in header.entries:
+        target = os.path.join(mount_dirs[entry.mount], *entry.path.split("/"))
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent) or os.path.islink(parent):
+            raise _Rejected(
+                400, "bad_request", f"{entry.path!r} comes before its directory in the list"
+            )
+        if entry.kind == "dir":
+            os.mkdir(target, 0o700)
+            continue
+        # O_EXCL: an entry never replaces one that came before it.
+        with open(target, "xb") as f:
+            body.copy_to(f, entry.size, entry.path)
     try:
-        compiled = runner.compile_module(workload.module)
+        trailing = body.next_frame()
+    except ProtocolError as exc:
+        raise _Rejected(400, exc.code, f"invalid workload request: {exc.message}") from exc
+    if trailing is not None:
+        raise _Rejected(400, "bad_request", "the request has frames beyond what it announced")
+    return header, body, module_path, stdin_path, mount_dirs
+
+
+def _receive_and_run(
+    conn: _Conn, workdir: str, gate: WorkloadGate, on_started: Callable[[], None]
+) -> KeepExit:
+    workload, body, module_path, stdin_path, mount_dirs = _receive(conn, workdir)
+    digest = body.sha256.digest()
+    with open(module_path, "rb") as f:
+        module_bytes = f.read()
+    os.unlink(module_path)
+    settings = runner.EngineSettings(fuel=workload.limits.fuel is not None)
+    try:
+        compiled = runner.compile_module(
+            module_bytes, settings=settings, cache_dir=gate.compile_cache
+        )
     except WorkloadError as exc:
         raise _Rejected(422, "invalid_module", exc.message) from exc
+    del module_bytes
 
     on_started()
     conn.send(
@@ -236,21 +369,144 @@ def _run(conn: _Conn, body: bytes, on_started: Callable[[], None]) -> KeepExit:
             ],
         )
     )
+    session = _RunSession(conn, gate, digest, workload.limits.output_bytes, workdir)
 
-    def sink(stream: StreamName, data: bytes) -> None:
-        conn.send(h11.Data(data=encode_frame(Output(stream=stream, data=data))))
-
+    preopens = [
+        runner.Preopen(host=path, guest=mount.guest, writable=mount.writable)
+        for mount, path in zip(workload.mounts, mount_dirs, strict=True)
+    ]
     try:
         exit_ = runner.run(
-            compiled, argv=[workload.program, *workload.args], env=workload.env, sink=sink
+            compiled,
+            argv=[workload.program, *workload.args],
+            env=workload.env,
+            sink=session.output,
+            stdin_path=stdin_path,
+            preopens=preopens,
+            limits=workload.limits,
+            on_start=lambda: session.start_clock(workload.limits.wall_time_ms),
         )
     except ArxError as exc:
         exit_ = KeepExit(status="failed", message=exc.message)
-    conn.send(
-        h11.Data(data=encode_frame(Result(exit=exit_, workload_sha256=digest))),
-        h11.EndOfMessage(),
-    )
+    if not session.finish():
+        # A limit ended the workload first; the abort path reports and exits.
+        threading.Event().wait()
+    archives = []
+    for index, (mount, path) in enumerate(zip(workload.mounts, mount_dirs, strict=True)):
+        if mount.results:
+            archives.append(session.send_archive(index, path, workdir))
+    session.send_result(exit_, tuple(archives))
     return exit_
+
+
+class _RunSession:
+    """The response while the workload runs: output, limits outside the engine, the end.
+
+    Exactly one of two paths ends the response: the workload returns
+    (``finish`` then ``send_result``), or a limit enforced here fires first
+    (wall time, output size), in which case ``_abort`` sends the result with
+    that status and ends the Keep at once, since a running Wasm call cannot
+    be stopped from Python without an engine-level check in the workload.
+    """
+
+    def __init__(
+        self, conn: _Conn, gate: WorkloadGate, digest: bytes, output_limit: int | None, workdir: str
+    ) -> None:
+        self.conn = conn
+        self.gate = gate
+        self.digest = digest
+        self.output_limit = output_limit
+        self.workdir = workdir
+        self.counts: dict[StreamName, int] = {"stdout": 0, "stderr": 0}
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+
+    def start_clock(self, wall_time_ms: int | None) -> None:
+        if wall_time_ms is None:
+            return
+        seconds = wall_time_ms / 1000
+        message = f"the workload ran longer than its wall-time limit of {seconds:g} s"
+        self._timer = threading.Timer(seconds, self._abort, args=("timeout", message))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def output(self, stream: StreamName, data: bytes) -> None:
+        with self._lock:
+            if self._done:
+                return
+            if self.output_limit is not None:
+                room = self.output_limit - self.counts["stdout"] - self.counts["stderr"]
+                if len(data) > room:
+                    if room > 0:
+                        self._send_output(stream, data[:room])
+                    over = True
+                else:
+                    over = False
+                if over:
+                    message = (
+                        f"the workload wrote more than its output limit of "
+                        f"{self.output_limit} bytes; output stops there"
+                    )
+                    self._abort_locked("output_limit", message)
+                    return
+            self._send_output(stream, data)
+
+    def _send_output(self, stream: StreamName, data: bytes) -> None:
+        self.counts[stream] += len(data)
+        self.conn.send(h11.Data(data=encode_frame(Output(stream=stream, data=data))))
+
+    def finish(self) -> bool:
+        """Claims the end for the normal path; ``False`` if a limit already ended the run."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
+
+    def send_archive(self, index: int, path: str, workdir: str) -> ArchiveInfo:
+        """Sends a writable mount's contents as a tar archive, in chunks."""
+        fd, tar_path = tempfile.mkstemp(dir=workdir, suffix=".tar")
+        os.close(fd)
+        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(os.listdir(path)):
+                tar.add(os.path.join(path, name), arcname=name)
+        digest = hashlib.sha256()
+        size = 0
+        with open(tar_path, "rb") as f:
+            while data := f.read(MAX_OUTPUT_CHUNK):
+                digest.update(data)
+                size += len(data)
+                self.conn.send(h11.Data(data=encode_frame(ArchiveChunk(mount=index, data=data))))
+        os.unlink(tar_path)
+        return ArchiveInfo(mount=index, size=size, sha256=digest.digest())
+
+    def send_result(self, exit_: KeepExit, archives: tuple[ArchiveInfo, ...] = ()) -> None:
+        result = Result(
+            exit=exit_,
+            workload_sha256=self.digest,
+            stdout_bytes=self.counts["stdout"],
+            stderr_bytes=self.counts["stderr"],
+            archives=archives,
+        )
+        self.conn.send(h11.Data(data=encode_frame(result)), h11.EndOfMessage())
+
+    def _abort(self, status: ExitStatus, message: str) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._abort_locked(status, message)
+
+    def _abort_locked(self, status: ExitStatus, message: str) -> None:
+        self._done = True
+        exit_ = KeepExit(status=status, message=message)
+        self.send_result(exit_)
+        # The workload is still running in this process; only ending the
+        # process stops it. Writable mounts are discarded with it.
+        remove_tree(self.workdir)
+        self.gate.abort(Outcome(exit_, started=True))
 
 
 def server_context(cert_pem: bytes, key_pem: bytes, workdir: str) -> ssl.SSLContext:
