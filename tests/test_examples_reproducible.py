@@ -314,8 +314,8 @@ def test_env_is_empty_by_default(tmp_path: Path) -> None:
 
 def test_alloc_stops_at_the_memory_limit(tmp_path: Path) -> None:
     run = run_wasm("tests/workloads/alloc.wasm", [], tmp_path, memory_limit=ALLOC_LIMIT_BYTES)
-    assert run.exit_code == 0
-    assert run.stderr == b""
+    assert run.exit_code == 1
+    assert run.stderr == b"alloc: out of memory\n"
     blocks = int(run.stdout)
     assert ALLOC_MIN_BLOCKS <= blocks <= ALLOC_LIMIT_BYTES // MIB
 

@@ -1,6 +1,7 @@
 /*
- * Integration-test workload: allocates 1 MiB blocks until malloc fails and
- * prints how many it got.  Under a store memory limit, memory.grow returns -1
+ * Integration-test workload: allocates 1 MiB blocks until malloc fails, prints
+ * how many it got and exits 1 ("out of memory" on stderr), as a program that
+ * needs the memory would.  Under a store memory limit, memory.grow returns -1
  * and malloc returns NULL; the workload must see that, not be killed.
  *
  * Each block is touched and its address is stored through a volatile sink:
@@ -29,5 +30,9 @@ int main(void)
         blocks++;
     }
     printf("%lu\n", blocks);
+    if (blocks < MAX_BLOCKS) {
+        fputs("alloc: out of memory\n", stderr);
+        return 1;
+    }
     return 0;
 }

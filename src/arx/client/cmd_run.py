@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from arx.client.cmd_common import add_workload_arguments, options_from_args, run_deployment
 from arx.errors import ArxError
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
             f"unix:{socket_path}",
             "--state-dir",
             os.path.join(workdir, "state"),
+            "--compile-cache",
+            str(compile_cache_dir()),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -58,6 +61,16 @@ def run(args: argparse.Namespace) -> int:
     finally:
         _stop(keepmgr)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compile_cache_dir() -> Path:
+    """The user's own cache of compiled modules: ``$XDG_CACHE_HOME/arx/compile-cache``.
+
+    The private keepmgr is the user's own, on the user's machine, so keeping
+    compiled modules across runs trusts no one new (docs/workloads.md).
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "arx" / "compile-cache"
 
 
 def _wait_listening(keepmgr: subprocess.Popen[bytes]) -> None:

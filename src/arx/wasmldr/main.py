@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -204,6 +205,13 @@ def _accept_workload(  # noqa: PLR0917 (one call site, each argument named there
     return gate.outcome.exit
 
 
+def _on_sigterm(signum: int, _frame: object) -> None:
+    try:
+        server.remove_private_dirs()
+    finally:
+        os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arx-wasmldr", description=__doc__)
     parser.add_argument("--backend", required=True)
@@ -219,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         "engine configuration (host storage: see docs/workloads.md for what that trusts)",
     )
     args = parser.parse_args(argv)
-    procutil.die_with_parent(args.parent_pid)
+    # keepmgr stops a Keep with SIGTERM to its process group (then SIGKILL
+    # after a grace period), and keepldr's death sends SIGTERM too: either
+    # way, remove the workload's inputs and outputs, then exit at once.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    procutil.die_with_parent(args.parent_pid, signal.SIGTERM)
     channel = private_stdio_channel()
     try:
         return serve(args, channel)

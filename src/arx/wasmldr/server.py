@@ -209,6 +209,7 @@ def _exchange(
 
     # From here on the Keep is committed to this one request, whatever happens.
     workdir = tempfile.mkdtemp(prefix="arx-workload-")
+    PRIVATE_DIRS.add(workdir)
     try:
         exit_ = _receive_and_run(conn, workdir, gate, on_started)
     except _Rejected as exc:
@@ -224,8 +225,21 @@ def _exchange(
     gate.finish(Outcome(exit_, started=True))
 
 
+# The workload's private directories that exist now, so that a signal
+# handler can remove them when the Keep is stopped from outside.
+PRIVATE_DIRS: set[str] = set()
+
+
+def remove_private_dirs() -> None:
+    for path in list(PRIVATE_DIRS):
+        remove_tree(path)
+
+
 def remove_tree(path: str) -> None:
     """Removes the workload's private directory, including what it made read-only."""
+    PRIVATE_DIRS.discard(path)
+    if not os.path.lexists(path):
+        return
 
     def make_writable_and_retry(func: Callable[..., object], target: str, _exc: object) -> None:
         with contextlib.suppress(OSError):
@@ -395,6 +409,9 @@ def _receive_and_run(
     for index, (mount, path) in enumerate(zip(workload.mounts, mount_dirs, strict=True)):
         if mount.results:
             archives.append(session.send_archive(index, path, workdir))
+    # Before the result: once the client has it, it deletes the Keep, and
+    # nothing after this line is sure to run.
+    remove_tree(workdir)
     session.send_result(exit_, tuple(archives))
     return exit_
 
