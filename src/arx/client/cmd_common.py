@@ -235,8 +235,11 @@ def prepare_upload(args: argparse.Namespace) -> Upload:
     return Upload(module, module.name, workload_config(args))
 
 
-def run_deployment(url: str, args: argparse.Namespace, options: DeployOptions) -> int:
-    upload = prepare_upload(args)
+def run_deployment(
+    url: str, args: argparse.Namespace, options: DeployOptions, upload: Upload | None = None
+) -> int:
+    if upload is None:
+        upload = prepare_upload(args)
 
     def progress(message: str) -> None:
         if args.verbose:

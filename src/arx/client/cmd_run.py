@@ -16,7 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from arx.client.cmd_common import add_workload_arguments, options_from_args, run_deployment
+from arx.client.cmd_common import (
+    add_workload_arguments,
+    options_from_args,
+    prepare_upload,
+    run_deployment,
+)
 from arx.errors import ArxError
 
 # How long the private keepmgr may take to start listening.
@@ -36,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args, backend=RUN_BACKEND, allow_insecure=True)
+    # The module, the configuration and every input are checked before any
+    # process starts.
+    upload = prepare_upload(args)
     workdir = tempfile.mkdtemp(prefix="arx-run-")
     socket_path = os.path.join(workdir, "keepmgr.sock")
     keepmgr = subprocess.Popen(
@@ -57,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         _wait_listening(keepmgr)
-        return run_deployment(f"unix:{socket_path}", args, options)
+        return run_deployment(f"unix:{socket_path}", args, options, upload)
     finally:
         _stop(keepmgr)
         shutil.rmtree(workdir, ignore_errors=True)
