@@ -275,12 +275,14 @@ def _read_result(
             ) from None
         raise RemoteError(error.error, error.message, status=response.status_code)
     frames = FrameDecoder()
+    received = {"stdout": 0, "stderr": 0}
     while True:
         event = _next_event(sock, conn)
         if isinstance(event, h11.Data):
             frames.feed(bytes(event.data))
             while (msg := frames.next_message()) is not None:
                 if isinstance(msg, Output):
+                    received[msg.stream] += len(msg.data)
                     on_output(msg.stream, msg.data)
                 elif isinstance(msg, ArchiveChunk):
                     on_archive(msg.mount, msg.data)
@@ -289,6 +291,15 @@ def _read_result(
                         raise TransportError(
                             "the Keep reports a different workload digest than the one sent "
                             f"({msg.workload_sha256.hex()} vs {sent_sha256.hex()})"
+                        )
+                    if (msg.stdout_bytes, msg.stderr_bytes) != (
+                        received["stdout"],
+                        received["stderr"],
+                    ):
+                        raise TransportError(
+                            f"output went missing: the Keep sent {msg.stdout_bytes}+"
+                            f"{msg.stderr_bytes} bytes of stdout+stderr, "
+                            f"{received['stdout']}+{received['stderr']} arrived"
                         )
                     return msg
                 else:
