@@ -22,6 +22,8 @@ from arx.protocol.messages import (
     AttestRequest,
     Chunk,
     ErrorBody,
+    InputEntry,
+    Mount,
     ProvisionRequest,
     Workload,
     encode_frame,
@@ -171,6 +173,69 @@ def test_stranger_without_key_proof_is_refused_and_client_still_runs(keepmgr: Ke
         assert result.exit.status == "exited"
         assert result.exit.code == 0
         assert b"".join(out) == b"Hello from a Keep!\n"
+    finally:
+        client.delete(keep_id)
+
+
+HELLO_BYTES = (EXAMPLES / "hello" / "hello.wasm").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("frames", "message"),
+    [
+        # More module bytes than announced.
+        (
+            [
+                encode_frame(Workload(module_size=10)),
+                encode_frame(Chunk(data=HELLO_BYTES[:20])),
+            ],
+            "more bytes than announced for the module",
+        ),
+        # Fewer bytes than announced.
+        (
+            [
+                encode_frame(Workload(module_size=len(HELLO_BYTES) + 5)),
+                encode_frame(Chunk(data=HELLO_BYTES)),
+            ],
+            "the request ends before all",
+        ),
+        # A file whose directory was never listed.
+        (
+            [
+                encode_frame(
+                    Workload(
+                        module_size=len(HELLO_BYTES),
+                        mounts=(Mount(guest="/in"),),
+                        entries=(InputEntry(mount=0, path="a/b.txt", size=1),),
+                    )
+                ),
+                encode_frame(Chunk(data=HELLO_BYTES)),
+                encode_frame(Chunk(data=b"x")),
+            ],
+            "comes before its directory",
+        ),
+        # Frames beyond what was announced.
+        (
+            [*_body(HELLO_BYTES), encode_frame(Chunk(data=b"extra"))],
+            "frames beyond what it announced",
+        ),
+        # Not starting with the workload frame.
+        ([encode_frame(Chunk(data=HELLO_BYTES))], "must start with a workload frame"),
+    ],
+)
+def test_a_body_that_breaks_its_announcement_is_refused(
+    keepmgr: Keepmgr, frames: list[bytes], message: str
+) -> None:
+    client = KeepmgrClient(keepmgr.url)
+    keep_id, port, key, der = _provisioned_keep(client)
+    try:
+        with pytest.raises(RemoteError) as info:
+            send_workload(
+                host="127.0.0.1", port=port, expected_spki=crypto.spki(key.public_key()),
+                proof=crypto.key_proof(der), body=frames, on_output=lambda *_: None,
+            )  # fmt: skip
+        assert info.value.status == 400
+        assert message in info.value.message
     finally:
         client.delete(keep_id)
 

@@ -20,6 +20,7 @@ import ssl
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -57,6 +58,10 @@ HANDSHAKE_TIMEOUT = 10.0
 READ_IDLE_TIMEOUT = 30.0
 # The longest a stalled client may block the Keep's output.
 WRITE_TIMEOUT = 60.0
+# After an error response, how long and how much of the rest of a request the
+# Keep reads so that the client gets the response (see _Conn.linger).
+LINGER_SECONDS = 2.0
+MAX_LINGER_BYTES = 64 * 1024 * 1024
 # Connections handled at once: the client needs one; a few more let the Keep
 # refuse strangers without the strangers locking the client out.
 MAX_CONNECTIONS = 8
@@ -148,6 +153,26 @@ class _Conn:
         ]
         self.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body))
         self.send(h11.EndOfMessage())
+        self.linger()
+
+    def linger(self) -> None:
+        """Reads and drops what the peer still sends, briefly, before the socket is closed.
+
+        Closing a socket with unread request bytes makes the kernel reset the
+        connection, and the reset can destroy the error response before the
+        client reads it. So the Keep stops writing, then drains the rest of
+        the request for a bounded time and amount.
+        """
+        with contextlib.suppress(OSError, ssl.SSLError):
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < MAX_LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                data = self.sock.recv(64 * 1024)
+                if not data:
+                    return
+                drained += len(data)
 
 
 class _Rejected(Exception):
