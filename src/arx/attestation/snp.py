@@ -244,6 +244,7 @@ def product_from_cpuid(family: int, model: int) -> Product | None:
 # ---------------------------------------------------------------------------
 
 TCB_SIZE: Final = 8
+TCB_COMPONENT_MAX: Final = 0xFF
 
 # Byte offsets of each component inside the little-endian 64-bit TCB_VERSION.
 # Milan and Genoa: bootloader, TEE, four reserved bytes, SNP, microcode.
@@ -281,6 +282,16 @@ class TcbVersion:
                 )
         values = {name: data[offset] for name, offset in layout.items()}
         return cls(product=product, **values)
+
+    def encode(self) -> int:
+        """The 64-bit TCB_VERSION value, in this product's byte layout."""
+        data = bytearray(TCB_SIZE)
+        for name, offset in TCB_LAYOUTS[self.product].items():
+            value = getattr(self, name)
+            if value is None or not 0 <= value <= TCB_COMPONENT_MAX:
+                raise ValueError(f"TCB component {name} must be 0..255 for {self.product.value}")
+            data[offset] = value
+        return int.from_bytes(data, "little")
 
     def components(self) -> dict[str, int]:
         """The components this product defines, by name."""
@@ -437,6 +448,17 @@ class SnpReport:
         fields["signature_s"] = int.from_bytes(s_bytes, "little")
         return cls(raw=data, **fields)  # type: ignore[arg-type]
 
+    def field_values(self) -> dict[str, object]:
+        """Every named field, as ``encode_report`` takes them (round-trips with it)."""
+        values: dict[str, object] = {
+            f.name: getattr(self, f.name)
+            for f in REPORT_LAYOUT
+            if f.kind is not FieldKind.RESERVED and not f.name.startswith("signature_")
+        }
+        values["signature_r"] = self.signature_r.to_bytes(ECDSA_COMPONENT_SIZE, "little")
+        values["signature_s"] = self.signature_s.to_bytes(ECDSA_COMPONENT_SIZE, "little")
+        return values
+
     # -- derived views ------------------------------------------------------
 
     @property
@@ -484,6 +506,28 @@ class SnpReport:
         return not any(self.chip_id)
 
 
+def encode_report(values: Mapping[str, object]) -> bytes:
+    """Lay out named field values as a 1184-byte report (reserved bytes zero).
+
+    A field that is missing or None is written as zeros. This is the inverse of
+    ``SnpReport.field_values`` and is what the simulator and tests sign.
+    """
+    unknown = set(values) - {f.name for f in REPORT_LAYOUT}
+    if unknown:
+        raise ValueError(f"unknown report fields: {sorted(unknown)}")
+    packed: list[object] = []
+    for field in REPORT_LAYOUT:
+        value = values.get(field.name)
+        if field.kind in (FieldKind.BYTES, FieldKind.RESERVED):
+            value = bytes(field.size) if value is None else value
+            if not isinstance(value, bytes) or len(value) != field.size:
+                raise ValueError(f"{field.name} must be {field.size} bytes")
+        else:
+            value = 0 if value is None else value
+        packed.append(value)
+    return _REPORT_STRUCT.pack(*packed)
+
+
 # ---------------------------------------------------------------------------
 # VCEK / VLEK certificate extensions (AMD VCEK specification 57230, Table 8)
 # ---------------------------------------------------------------------------
@@ -517,7 +561,6 @@ _DER_INTEGER: Final = 0x02
 _DER_OCTET_STRING: Final = 0x04
 _DER_IA5_STRING: Final = 0x16
 _DER_SHORT_LENGTH_LIMIT: Final = 0x80
-_SPL_MAX: Final = 0xFF
 
 
 def _der_tlv(data: bytes, tag: int, what: str) -> bytes:
@@ -546,7 +589,7 @@ def _der_small_uint(data: bytes, what: str) -> int:
     if len(value) > 1 and value[0] == 0 and not value[1] & 0x80:
         raise _fail("snp.cert.extension", f"{what}: non-minimal INTEGER")
     number = int.from_bytes(value, "big")
-    if number > _SPL_MAX:
+    if number > TCB_COMPONENT_MAX:
         raise _fail("snp.cert.extension", f"{what}: {number} does not fit in a byte")
     return number
 
