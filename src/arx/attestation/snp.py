@@ -453,7 +453,7 @@ class SnpReport:
         values: dict[str, object] = {
             f.name: getattr(self, f.name)
             for f in REPORT_LAYOUT
-            if f.kind is not FieldKind.RESERVED and not f.name.startswith("signature_")
+            if f.kind is not FieldKind.RESERVED and f.name not in ("signature_r", "signature_s")
         }
         values["signature_r"] = self.signature_r.to_bytes(ECDSA_COMPONENT_SIZE, "little")
         values["signature_s"] = self.signature_s.to_bytes(ECDSA_COMPONENT_SIZE, "little")
