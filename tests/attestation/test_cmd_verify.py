@@ -40,11 +40,16 @@ def allow_alias(tmp_path: Path) -> Path:
 
 
 def test_accepts_with_explicit_policy(allow_alias: Path) -> None:
-    result = arx(MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--at", "2025-06-01T00:00:00Z")
+    result = arx(
+        MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--at", "2025-06-01T00:00:00Z"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("accepted:")
     assert "VCEK (Milan) under AMD" in result.stdout
-    assert "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f" in result.stdout
+    assert (
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"
+        in result.stdout
+    )
 
 
 def test_baseline_rejects_with_one_line_on_stderr() -> None:
@@ -57,7 +62,9 @@ def test_baseline_rejects_with_one_line_on_stderr() -> None:
 
 
 def test_json_accepted(allow_alias: Path) -> None:
-    result = arx(MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--json", "--at", "2025-06-01")
+    result = arx(
+        MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--json", "--at", "2025-06-01"
+    )
     assert result.returncode == 0
     out = json.loads(result.stdout)
     assert out["verdict"] == "accepted"
@@ -83,10 +90,31 @@ def test_report_data_is_compared_in_full(allow_alias: Path) -> None:
         "d447b55d197491bfe15cf298f9de9986b7a7c4be2468b4f6e2d53b71d7c64581"
         "0b0f2cdfca0040433be063fc1a8293f0f3f8dae7b79fecb3d1cd82bd6a93ebfd"
     )
-    ok = arx(MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--report-data", report_data, "--at", "2025-06-01")
+    ok = arx(
+        MILAN_HEX,
+        "--certs",
+        MILAN_VCEK,
+        "--policy",
+        allow_alias,
+        "--report-data",
+        report_data,
+        "--at",
+        "2025-06-01",
+    )
     assert ok.returncode == 0, ok.stderr
     last_byte_differs = report_data[:-2] + "fe"
-    bad = arx(MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--report-data", last_byte_differs, "--json", "--at", "2025-06-01")
+    bad = arx(
+        MILAN_HEX,
+        "--certs",
+        MILAN_VCEK,
+        "--policy",
+        allow_alias,
+        "--report-data",
+        last_byte_differs,
+        "--json",
+        "--at",
+        "2025-06-01",
+    )
     assert bad.returncode == 1
     assert json.loads(bad.stdout)["failed_check"] == "snp.report_data"
 
@@ -94,16 +122,20 @@ def test_report_data_is_compared_in_full(allow_alias: Path) -> None:
 def test_vlek_with_presented_chain_and_time(tmp_path: Path) -> None:
     chain = tmp_path / "chain.pem"
     # The host may send its ASVK; it is only compared with the pinned one.
-    from arx.attestation.snp_verify import AmdTrust
-    from arx.attestation.snp import Product
     from cryptography.hazmat.primitives.serialization import Encoding
 
+    from arx.attestation.snp import Product
+    from arx.attestation.snp_verify import AmdTrust
+
     milan = AmdTrust.pinned().get(Product.MILAN)
-    assert milan is not None and milan.asvk is not None
+    assert milan is not None
+    assert milan.asvk is not None
     chain.write_bytes(milan.asvk.public_bytes(Encoding.PEM) + milan.ark.public_bytes(Encoding.PEM))
     policy = tmp_path / "p.toml"
     policy.write_text("[snp]\nvmpl = [0, 1]\nallow_provisional_firmware = true\n")
-    ok = arx(VLEK_REPORT, "--certs", VLEK, chain, "--policy", policy, "--at", "2025-06-01T12:00:00+00:00")
+    ok = arx(
+        VLEK_REPORT, "--certs", VLEK, chain, "--policy", policy, "--at", "2025-06-01T12:00:00+00:00"
+    )
     assert ok.returncode == 0, ok.stderr
     expired = arx(VLEK_REPORT, "--certs", VLEK, "--policy", policy, "--json", "--at", "2026-06-01")
     assert json.loads(expired.stdout)["failed_check"] == "snp.cert.validity"

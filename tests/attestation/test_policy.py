@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -166,15 +167,19 @@ def test_load_policy_file(tmp_path: Path) -> None:
 
 _TOML_VALUE: Any = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from([*SnpPolicy.__dataclass_fields__, "debug", "x"]), _TOML_VALUE, max_size=4))
+@given(
+    st.dictionaries(
+        st.sampled_from([*SnpPolicy.__dataclass_fields__, "debug", "x"]), _TOML_VALUE, max_size=4
+    )
+)
 def test_arbitrary_tables_raise_only_usage_errors(table: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(UsageError):
         parse_snp_table(table)
-    except UsageError:
-        pass

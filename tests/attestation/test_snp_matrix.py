@@ -93,7 +93,9 @@ def _reserved_cases() -> list[Case]:
     cases = []
     for f in REPORT_LAYOUT:
         if f.kind is FieldKind.RESERVED:
-            cases.append(Case("snp.parse.reserved", report={"patch": {f.offset + f.size - 1: b"\x01"}}))
+            cases.append(
+                Case("snp.parse.reserved", report={"patch": {f.offset + f.size - 1: b"\x01"}})
+            )
     # Mitigation vectors are reserved before version 5; R's top bytes are always zero.
     cases.append(Case("snp.parse.reserved", report={"launch_mit_vector": 1}))
     cases.append(Case("snp.parse.reserved", report={"after_signing": {0x2A0 + 71: b"\x01"}}))
@@ -121,7 +123,11 @@ def _foreign_issuer_crl(c: SimAmdChain, call: dict[str, Any]) -> None:
 def _other_key(c: SimAmdChain, call: dict[str, Any]) -> None:
     """Sign with a key that is not the VCEK's but present the VCEK."""
     call["sign_with"] = SimVek(
-        SigningKey.VCEK, ec.generate_private_key(ec.SECP384R1()), c.vcek.cert, c.vcek.tcb, c.vcek.hwid
+        SigningKey.VCEK,
+        ec.generate_private_key(ec.SECP384R1()),
+        c.vcek.cert,
+        c.vcek.tcb,
+        c.vcek.hwid,
     )
 
 
@@ -148,14 +154,22 @@ def _real_anchors(c: SimAmdChain, call: dict[str, Any]) -> None:
 
 CASES: list[Case] = [
     # Parsing (ATTESTATION.md 1.1 items 1-5).
-    Case("snp.parse.length", report={"patch": {}}, setup=lambda c, call: call.update(trailing=b"\0")),
+    Case(
+        "snp.parse.length", report={"patch": {}}, setup=lambda c, call: call.update(trailing=b"\0")
+    ),
     Case("snp.parse.version", report={"version": 6}),
     Case("snp.parse.version", report={"version": 1}),
     *_reserved_cases(),
     Case("snp.parse.policy_reserved", report={"policy": DEFAULT_POLICY & ~(1 << 17)}),
     Case("snp.parse.policy_reserved", report={"policy": DEFAULT_POLICY | (1 << 26)}),
-    Case("snp.parse.platform_info_reserved", report={"platform_info": DEFAULT_PLATFORM_INFO | (1 << 6)}),
-    Case("snp.parse.platform_info_reserved", report={"platform_info": DEFAULT_PLATFORM_INFO | (1 << 8)}),
+    Case(
+        "snp.parse.platform_info_reserved",
+        report={"platform_info": DEFAULT_PLATFORM_INFO | (1 << 6)},
+    ),
+    Case(
+        "snp.parse.platform_info_reserved",
+        report={"platform_info": DEFAULT_PLATFORM_INFO | (1 << 8)},
+    ),
     Case("snp.parse.signer_info_reserved", report={"signer_info": 1 << 5}),
     Case("snp.parse.signing_key", report={"signer_info": 2 << 2}),
     Case("snp.parse.signing_key", report={"signer_info": 7 << 2}),
@@ -163,20 +177,40 @@ CASES: list[Case] = [
     # Anchors, chain and certificate profile (items 7, 8).
     Case("snp.anchors", setup=_bad_anchors),
     Case("snp.cert.issuer", setup=_real_anchors),
-    Case("snp.cert.signature", setup=lambda c, call: call.update(vek=c.issue_vek(issuer_key=_other_rsa()))),
-    Case("snp.cert.profile", setup=lambda c, call: call.update(vek=c.issue_vek(subject_cn="SEV-VLEK"))),
+    Case(
+        "snp.cert.signature",
+        setup=lambda c, call: call.update(vek=c.issue_vek(issuer_key=_other_rsa())),
+    ),
     Case(
         "snp.cert.profile",
-        setup=lambda c, call: call.update(vek=c.issue_vek(key=ec.generate_private_key(ec.SECP256R1()))),
+        setup=lambda c, call: call.update(vek=c.issue_vek(subject_cn="SEV-VLEK")),
     ),
-    Case("snp.cert.extension", setup=lambda c, call: call.update(vek=c.issue_vek(omit=frozenset({"hwid"})))),
-    Case("snp.cert.extension", setup=lambda c, call: call.update(vek=c.issue_vek(omit=frozenset({"snp"})))),
+    Case(
+        "snp.cert.profile",
+        setup=lambda c, call: call.update(
+            vek=c.issue_vek(key=ec.generate_private_key(ec.SECP256R1()))
+        ),
+    ),
+    Case(
+        "snp.cert.extension",
+        setup=lambda c, call: call.update(vek=c.issue_vek(omit=frozenset({"hwid"}))),
+    ),
+    Case(
+        "snp.cert.extension",
+        setup=lambda c, call: call.update(vek=c.issue_vek(omit=frozenset({"snp"}))),
+    ),
     Case(
         "snp.cert.extension",
         setup=lambda c, call: call.update(vek=c.issue_vek(omit=frozenset({"product_name"}))),
     ),
-    Case("snp.cert.extension", setup=lambda c, call: call.update(vek=c.issue_vek(product_name="Rome-B0"))),
-    Case("snp.product.cert", setup=lambda c, call: call.update(vek=c.issue_vek(product_name="Genoa-B1"))),
+    Case(
+        "snp.cert.extension",
+        setup=lambda c, call: call.update(vek=c.issue_vek(product_name="Rome-B0")),
+    ),
+    Case(
+        "snp.product.cert",
+        setup=lambda c, call: call.update(vek=c.issue_vek(product_name="Genoa-B1")),
+    ),
     Case("snp.cert.validity", setup=_at(timedelta(days=8 * 365))),
     Case("snp.cert.validity", setup=_at(-timedelta(days=2 * 365))),
     Case("snp.cert.untrusted", setup=_presented_foreign),
@@ -195,9 +229,21 @@ CASES: list[Case] = [
     # TCB (items 11-13).
     Case("snp.tcb.reserved", report={"current_tcb": lambda c: c.default_tcb().encode() | 1 << 16}),
     Case("snp.tcb.cert", report={"reported_tcb": lambda c: _tcb(c, snp=23)}),
-    Case("snp.tcb.current", report={"current_tcb": lambda c: _tcb(c, microcode=200), "committed_tcb": lambda c: _tcb(c, microcode=200)}),
-    Case("snp.tcb.minimum", policy={"min_tcb": {"bootloader": 0, "tee": 0, "snp": 25, "microcode": 0, "fmc": 0}}),
-    Case("snp.tcb.launch_minimum", policy={"min_launch_tcb": {"bootloader": 5, "tee": 0, "snp": 0, "microcode": 0, "fmc": 0}}),
+    Case(
+        "snp.tcb.current",
+        report={
+            "current_tcb": lambda c: _tcb(c, microcode=200),
+            "committed_tcb": lambda c: _tcb(c, microcode=200),
+        },
+    ),
+    Case(
+        "snp.tcb.minimum",
+        policy={"min_tcb": {"bootloader": 0, "tee": 0, "snp": 25, "microcode": 0, "fmc": 0}},
+    ),
+    Case(
+        "snp.tcb.launch_minimum",
+        policy={"min_launch_tcb": {"bootloader": 5, "tee": 0, "snp": 0, "microcode": 0, "fmc": 0}},
+    ),
     Case("snp.tcb.committed", report={"committed_tcb": lambda c: _tcb(c, microcode=218)}),
     Case(
         "snp.tcb.committed",
@@ -205,7 +251,11 @@ CASES: list[Case] = [
         policy={"allow_provisional_firmware": True},
     ),
     Case("snp.firmware.committed", report={"committed_build": 20}),
-    Case("snp.firmware.committed", report={"committed_build": 22}, policy={"allow_provisional_firmware": True}),
+    Case(
+        "snp.firmware.committed",
+        report={"committed_build": 22},
+        policy={"allow_provisional_firmware": True},
+    ),
     Case("snp.firmware.api", policy={"min_firmware_api": (1, 56)}),
     Case("snp.firmware.build", policy={"min_firmware_build": 22}),
     # Guest policy (item 14).
@@ -272,7 +322,9 @@ def test_untouched_report_passes(sim: SimAmdChain, sim_trust: AmdTrust) -> None:
 def test_untouched_vlek_report_passes(sim: SimAmdChain, sim_trust: AmdTrust) -> None:
     vlek = sim.issue_vek(SigningKey.VLEK)
     report = SnpReport.from_bytes(sim.build_report(vlek))
-    result = verify_snp(report, vcek=vlek.cert, anchors=sim_trust, policy=SnpPolicy.baseline(), now=SIM_TIME)
+    result = verify_snp(
+        report, vcek=vlek.cert, anchors=sim_trust, policy=SnpPolicy.baseline(), now=SIM_TIME
+    )
     assert result.signer.startswith("VLEK (Milan)")
 
 
@@ -305,15 +357,29 @@ def test_turin_layout_round_trip() -> None:
     """A Turin chain: FMC in byte 0 of TCB_VERSION, 8-byte hwID, v3 CPUID 1Ah."""
     chain = SimAmdChain.generate(Product.TURIN)
     report = SnpReport.from_bytes(chain.build_report())
-    result = verify_snp(report, vcek=chain.vcek.cert, anchors=chain.trust(), policy=SnpPolicy.baseline(), now=SIM_TIME)
+    result = verify_snp(
+        report,
+        vcek=chain.vcek.cert,
+        anchors=chain.trust(),
+        policy=SnpPolicy.baseline(),
+        now=SIM_TIME,
+    )
     assert result.tcb == chain.vcek.tcb.components()
     assert "fmc" in result.tcb
     # A Milan-layout decoding of the same bytes would disagree with the certificate.
     assert TcbVersion.decode(report.reported_tcb, Product.TURIN) == chain.vcek.tcb
     # Version 2 cannot carry a Turin report (its TCB layout needs CPUID).
-    v2 = SnpReport.from_bytes(chain.build_report(version=2, cpuid_fam_id=None, cpuid_mod_id=None, cpuid_step=None))
+    v2 = SnpReport.from_bytes(
+        chain.build_report(version=2, cpuid_fam_id=None, cpuid_mod_id=None, cpuid_step=None)
+    )
     with pytest.raises(VerificationError) as info:
-        verify_snp(v2, vcek=chain.vcek.cert, anchors=chain.trust(), policy=SnpPolicy.baseline(), now=SIM_TIME)
+        verify_snp(
+            v2,
+            vcek=chain.vcek.cert,
+            anchors=chain.trust(),
+            policy=SnpPolicy.baseline(),
+            now=SIM_TIME,
+        )
     assert info.value.check == "snp.product.mismatch"
 
 
@@ -321,27 +387,55 @@ def test_genoa_report_with_milan_chain_is_rejected(sim: SimAmdChain, sim_trust: 
     """Cross-product confusion: the CPUID says Genoa, the chain is Milan's."""
     raw = sim.build_report(cpuid_mod_id=0x11)
     with pytest.raises(VerificationError) as info:
-        verify_snp(SnpReport.from_bytes(raw), vcek=sim.vcek.cert, anchors=sim_trust, policy=SnpPolicy.baseline(), now=SIM_TIME)
-    assert (info.value.check, info.value.expected, info.value.actual) == ("snp.product.mismatch", "Milan", "Genoa")
+        verify_snp(
+            SnpReport.from_bytes(raw),
+            vcek=sim.vcek.cert,
+            anchors=sim_trust,
+            policy=SnpPolicy.baseline(),
+            now=SIM_TIME,
+        )
+    assert (info.value.check, info.value.expected, info.value.actual) == (
+        "snp.product.mismatch",
+        "Milan",
+        "Genoa",
+    )
 
 
 def test_vcek_of_another_chip_is_rejected(sim: SimAmdChain, sim_trust: AmdTrust) -> None:
     other = sim.issue_vek()
     raw = sim.build_report()
     with pytest.raises(VerificationError) as info:
-        verify_snp(SnpReport.from_bytes(raw), vcek=other.cert, anchors=sim_trust, policy=SnpPolicy.baseline(), now=SIM_TIME)
+        verify_snp(
+            SnpReport.from_bytes(raw),
+            vcek=other.cert,
+            anchors=sim_trust,
+            policy=SnpPolicy.baseline(),
+            now=SIM_TIME,
+        )
     assert info.value.check == "snp.signature"
     # Signed by the other chip, but claiming the first chip's CHIP_ID.
     raw = sim.build_report(other, chip_id=sim.vcek.hwid)
     with pytest.raises(VerificationError) as info:
-        verify_snp(SnpReport.from_bytes(raw), vcek=other.cert, anchors=sim_trust, policy=SnpPolicy.baseline(), now=SIM_TIME)
+        verify_snp(
+            SnpReport.from_bytes(raw),
+            vcek=other.cert,
+            anchors=sim_trust,
+            policy=SnpPolicy.baseline(),
+            now=SIM_TIME,
+        )
     assert info.value.check == "snp.chip_id"
 
 
 def test_sim_chain_is_not_trusted_by_the_pinned_anchors(sim: SimAmdChain) -> None:
     raw = sim.build_report()
     with pytest.raises(VerificationError) as info:
-        verify_snp(SnpReport.from_bytes(raw), vcek=sim.vcek.cert, anchors=AmdTrust.pinned(), policy=SnpPolicy.baseline(), now=SIM_TIME)
+        verify_snp(
+            SnpReport.from_bytes(raw),
+            vcek=sim.vcek.cert,
+            anchors=AmdTrust.pinned(),
+            policy=SnpPolicy.baseline(),
+            now=SIM_TIME,
+        )
     assert info.value.check == "snp.cert.issuer"
 
 
@@ -364,4 +458,6 @@ def test_chain_pem_round_trip(sim: SimAmdChain) -> None:
     assert again.vcek.cert == sim.vcek.cert
     assert again.ark == sim.ark
     report = SnpReport.from_bytes(again.build_report())
-    verify_snp(report, vcek=sim.vcek.cert, anchors=sim.trust(), policy=SnpPolicy.baseline(), now=SIM_TIME)
+    verify_snp(
+        report, vcek=sim.vcek.cert, anchors=sim.trust(), policy=SnpPolicy.baseline(), now=SIM_TIME
+    )

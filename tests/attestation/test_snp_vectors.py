@@ -143,7 +143,9 @@ def test_vlek_certificate_for_a_vcek_report_is_rejected(amd: AmdTrust) -> None:
 
 def test_milan_report_under_genoa_and_turin_roots_only_is_rejected(amd: AmdTrust) -> None:
     """Cross-product confusion: no Milan anchors, so no Milan chain verifies."""
-    others = AmdTrust([a for p in (Product.GENOA, Product.TURIN) if (a := amd.get(p))], name="no Milan")
+    others = AmdTrust(
+        [a for p in (Product.GENOA, Product.TURIN) if (a := amd.get(p))], name="no Milan"
+    )
     vector = VECTORS_TABLE[1]
     with pytest.raises(VerificationError) as info:
         authenticate_snp(vector.report, vcek=vector.cert, anchors=others, now=VECTOR_TIME)

@@ -63,13 +63,19 @@ def _parse_report_data(text: str) -> bytes:
     except ValueError as exc:
         raise argparse.ArgumentTypeError("REPORT_DATA must be hex") from exc
     if len(value) != REPORT_DATA_SIZE:
-        raise argparse.ArgumentTypeError(f"REPORT_DATA must be {REPORT_DATA_SIZE} bytes (128 hex digits)")
+        raise argparse.ArgumentTypeError(
+            f"REPORT_DATA must be {REPORT_DATA_SIZE} bytes (128 hex digits)"
+        )
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("evidence", metavar="EVIDENCE", help="evidence file (raw bytes or hex text)")
-    parser.add_argument("--kind", choices=KINDS, help="evidence kind (default: guessed from the bytes)")
+    parser.add_argument(
+        "evidence", metavar="EVIDENCE", help="evidence file (raw bytes or hex text)"
+    )
+    parser.add_argument(
+        "--kind", choices=KINDS, help="evidence kind (default: guessed from the bytes)"
+    )
     parser.add_argument(
         "--certs",
         metavar="FILE",
@@ -153,7 +159,9 @@ class _Rejected(Exception):
         self.actual = actual
 
 
-def _verify_snp(args: argparse.Namespace, evidence: bytes, policy: PolicyFile, now: datetime) -> tuple[VerifiedEvidence, SnpReport]:
+def _verify_snp(
+    args: argparse.Namespace, evidence: bytes, policy: PolicyFile, now: datetime
+) -> tuple[VerifiedEvidence, SnpReport]:
     if not args.certs:
         raise UsageError("SNP evidence needs its VCEK or VLEK certificate: pass --certs FILE")
     report = SnpReport.from_bytes(evidence)
@@ -192,7 +200,9 @@ def _verify_snp(args: argparse.Namespace, evidence: bytes, policy: PolicyFile, n
     return result, report
 
 
-def _verify_intel(args: argparse.Namespace, kind: str, evidence: bytes, policy: PolicyFile, now: datetime) -> VerifiedEvidence:
+def _verify_intel(
+    args: argparse.Namespace, kind: str, evidence: bytes, policy: PolicyFile, now: datetime
+) -> VerifiedEvidence:
     try:
         intel = importlib.import_module("arx.attestation.intel")
     except ModuleNotFoundError as exc:
@@ -221,11 +231,12 @@ def _human(result: VerifiedEvidence) -> str:
     if result.chip_id is not None:
         rows.append(("chip_id", result.chip_id.hex()))
     for key, value in result.details.items():
+        shown: Any = value
         if isinstance(value, bytes):
-            value = value.hex()
+            shown = value.hex()
         elif isinstance(value, dict):
-            value = " ".join(f"{k}={v}" for k, v in value.items())
-        rows.append((key, value))
+            shown = " ".join(f"{k}={v}" for k, v in value.items())
+        rows.append((key, shown))
     width = max(len(k) for k, _ in rows)
     lines.extend(f"  {k.ljust(width)}  {v}" for k, v in rows)
     return "\n".join(lines)
@@ -263,8 +274,8 @@ def run(args: argparse.Namespace) -> int:
         rejection = _Rejected(check, _bare(exc.message, check))
     else:
         if args.json:
-            out = {"verdict": "accepted", **result.to_json()}
-            print(json.dumps(out, sort_keys=True))
+            accepted = {"verdict": "accepted", **result.to_json()}
+            print(json.dumps(accepted, sort_keys=True))
         else:
             print(_human(result))
         return EXIT_ACCEPTED

@@ -263,7 +263,9 @@ class _Reader:
         return _Reader(self.source, f"{self.name}.{key}", self.take(key))
 
 
-def _enum_set(reader: _Reader, key: str, enum_cls: type[enum.Enum], names: Mapping[str, Any]) -> Any:
+def _enum_set(
+    reader: _Reader, key: str, enum_cls: type[enum.Enum], names: Mapping[str, Any]
+) -> Any:
     value = reader.take(key)
     if value == "any":
         return ANY
@@ -284,7 +286,9 @@ def parse_snp_table(table: Any, source: str = "policy") -> SnpPolicy:
     changes: dict[str, Any] = {}
 
     if r.has("products"):
-        changes["products"] = _enum_set(r, "products", Product, {p.value.lower(): p for p in Product})
+        changes["products"] = _enum_set(
+            r, "products", Product, {p.value.lower(): p for p in Product}
+        )
     if r.has("signing_keys"):
         keys = _enum_set(r, "signing_keys", SigningKey, {k.name.lower(): k for k in SigningKey})
         if keys is ANY:
@@ -301,11 +305,15 @@ def parse_snp_table(table: Any, source: str = "policy") -> SnpPolicy:
         elif (
             isinstance(items, list)
             and items
-            and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= VMPL_MAX for i in items)
+            and all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= VMPL_MAX for i in items
+            )
         ):
             changes["vmpl"] = frozenset(items)
         else:
-            raise r.error("vmpl", f'must be a VMPL 0-{VMPL_MAX}, a non-empty list of them, or "any"')
+            raise r.error(
+                "vmpl", f'must be a VMPL 0-{VMPL_MAX}, a non-empty list of them, or "any"'
+            )
     changes["measurement"] = r.hex_set("measurement", base.measurement, MEASUREMENT_SIZE)
     changes["measurement_denylist"] = r.hex_set(
         "measurement_denylist", base.measurement_denylist, MEASUREMENT_SIZE, allow_any=False
@@ -322,7 +330,9 @@ def parse_snp_table(table: Any, source: str = "policy") -> SnpPolicy:
     changes["min_guest_svn"] = r.integer("min_guest_svn", base.min_guest_svn, 0, U32_MAX)
     changes["min_policy_abi"] = r.version("min_policy_abi", base.min_policy_abi)
     changes["min_firmware_api"] = r.version("min_firmware_api", base.min_firmware_api)
-    changes["min_firmware_build"] = r.integer("min_firmware_build", base.min_firmware_build, 0, U8_MAX)
+    changes["min_firmware_build"] = r.integer(
+        "min_firmware_build", base.min_firmware_build, 0, U8_MAX
+    )
     changes["allow_provisional_firmware"] = r.boolean(
         "allow_provisional_firmware", base.allow_provisional_firmware
     )
@@ -366,7 +376,9 @@ def parse_policy_text(text: str, source: str = "policy") -> PolicyFile:
         raise UsageError(f"{source}: not valid TOML: {exc}") from exc
     unknown = sorted(set(document) - set(POLICY_TABLES))
     if unknown:
-        raise UsageError(f"{source}: unknown top-level key {unknown[0]!r}; expected [snp], [tdx], [sgx]")
+        raise UsageError(
+            f"{source}: unknown top-level key {unknown[0]!r}; expected [snp], [tdx], [sgx]"
+        )
     snp = parse_snp_table(document["snp"], source) if "snp" in document else SnpPolicy.baseline()
     tables: dict[str, dict[str, Any] | None] = {}
     for name in ("tdx", "sgx"):

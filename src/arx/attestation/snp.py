@@ -296,9 +296,7 @@ class TcbVersion:
     def components(self) -> dict[str, int]:
         """The components this product defines, by name."""
         return {
-            name: value
-            for name in TCB_COMPONENTS
-            if (value := getattr(self, name)) is not None
+            name: value for name in TCB_COMPONENTS if (value := getattr(self, name)) is not None
         }
 
     def __str__(self) -> str:
@@ -637,7 +635,9 @@ class VekExtensions:
             if oid not in raw:
                 if name == "fmc" and product is not Product.TURIN:
                     continue
-                raise _fail("snp.cert.extension", f"{name} SPL extension ({oid.dotted_string}) missing")
+                raise _fail(
+                    "snp.cert.extension", f"{name} SPL extension ({oid.dotted_string}) missing"
+                )
             if name == "fmc" and product is not Product.TURIN:
                 raise _fail("snp.cert.extension", f"an FMC SPL in a {product.value} certificate")
             spl[name] = _der_small_uint(raw[oid], f"{name} SPL")

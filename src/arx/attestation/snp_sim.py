@@ -312,9 +312,18 @@ class SimAmdChain:
             )
         return builder.sign(signer or self.ark_key, hashes.SHA384(), rsa_padding=AMD_PSS)
 
-    def build_report(self, vek: SimVek | None = None, **fields: object) -> bytes:
+    def build_report(
+        self,
+        vek: SimVek | None = None,
+        *,
+        patch: Mapping[int, bytes] | None = None,
+        sign: bool = True,
+        **fields: object,
+    ) -> bytes:
         """A signed report from this chain's VCEK (or ``vek``); see ``build_report``."""
-        return build_report(vek or self.vcek, product=self.product, **fields)
+        return build_report(
+            vek or self.vcek, product=self.product, patch=patch, sign=sign, **fields
+        )
 
     # -- serialisation ----------------------------------------------------------
 
@@ -344,6 +353,7 @@ class SimAmdChain:
     @classmethod
     def from_pem(cls, files: Mapping[str, bytes]) -> SimAmdChain:
         """The inverse of ``to_pem``."""
+
         def rsa_key(name: str) -> rsa.RSAPrivateKey:
             key = serialization.load_pem_private_key(files[name], password=None)
             if not isinstance(key, rsa.RSAPrivateKey):

@@ -81,7 +81,9 @@ def _cn(name: x509.Name) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _check_amd_signature(cert: x509.Certificate, issuer_key: rsa.RSAPublicKey, check: str, what: str) -> None:
+def _check_amd_signature(
+    cert: x509.Certificate, issuer_key: rsa.RSAPublicKey, check: str, what: str
+) -> None:
     """RSASSA-PSS/SHA-384 with the exact AMD parameters, else VerificationError(check)."""
     if cert.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
         raise VerificationError(
@@ -95,7 +97,9 @@ def _check_amd_signature(cert: x509.Certificate, issuer_key: rsa.RSAPublicKey, c
     try:
         issuer_key.verify(cert.signature, cert.tbs_certificate_bytes, AMD_PSS, hashes.SHA384())
     except (InvalidSignature, ValueError, UnsupportedAlgorithm) as exc:
-        raise VerificationError(check, f"{what} signature does not verify under its issuer") from exc
+        raise VerificationError(
+            check, f"{what} signature does not verify under its issuer"
+        ) from exc
 
 
 def _validity_window(certs: Iterable[x509.Certificate]) -> tuple[datetime, datetime]:
@@ -175,7 +179,10 @@ class AmdTrust:
         if _cn(item.ark.subject) != f"ARK-{p}" or item.ark.issuer != item.ark.subject:
             raise VerificationError(check, f"{where}: the ARK is not a self-issued ARK-{p}")
         _check_amd_signature(item.ark, ark_key, check, f"ARK-{p}")
-        for cert, cn, kind in ((item.ask, f"SEV-{p}", "vcek"), (item.asvk, f"SEV-VLEK-{p}", "vlek")):
+        for cert, cn, kind in (
+            (item.ask, f"SEV-{p}", "vcek"),
+            (item.asvk, f"SEV-VLEK-{p}", "vlek"),
+        ):
             if cert is None:
                 continue
             key = cert.public_key()
@@ -200,7 +207,9 @@ class AmdTrust:
                 )
 
     @classmethod
-    def from_pem(cls, chains: Mapping[Product, tuple[bytes, bytes, bytes | None]], *, name: str) -> AmdTrust:
+    def from_pem(
+        cls, chains: Mapping[Product, tuple[bytes, bytes, bytes | None]], *, name: str
+    ) -> AmdTrust:
         """Build from PEM texts (ARK, ASK, ASVK or None) per product."""
         items = []
         for product, (ark, ask, asvk) in chains.items():
@@ -214,7 +223,9 @@ class AmdTrust:
                     )
                 )
             except ValueError as exc:
-                raise UsageError(f"trust anchors {name}: unreadable PEM for {product.value}") from exc
+                raise UsageError(
+                    f"trust anchors {name}: unreadable PEM for {product.value}"
+                ) from exc
         return cls(items, name=name)
 
     @staticmethod
@@ -271,7 +282,7 @@ class AmdTrust:
                 actual=str(_cn(vek.issuer)),
             )
         issuer = anchors.issuer_for(kind)
-        assert issuer is not None  # noqa: S101 - selected above for being non-None
+        assert issuer is not None
         if vek.version is not x509.Version.v3:
             raise VerificationError("snp.cert.profile", f"the {name} certificate is not X.509 v3")
         expected_cn = VCEK_CN if kind is SigningKey.VCEK else VLEK_CN
@@ -293,7 +304,7 @@ class AmdTrust:
                 "snp.cert.profile", f"the {name} key is not ECDSA P-384", expected="P-384"
             )
         issuer_key = issuer.public_key()
-        assert isinstance(issuer_key, rsa.RSAPublicKey)  # noqa: S101 - checked at construction
+        assert isinstance(issuer_key, rsa.RSAPublicKey)
         _check_amd_signature(vek, issuer_key, "snp.cert.signature", f"the {name} certificate")
         try:
             extensions = VekExtensions.from_certificate(vek, kind)
@@ -367,11 +378,13 @@ def _check_crl(crl: x509.CertificateRevocationList, vek: _VerifiedVek, now: date
     if crl.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
         raise VerificationError("snp.crl.signature", "the CRL is not signed with RSASSA-PSS")
     ark_key = ark.public_key()
-    assert isinstance(ark_key, rsa.RSAPublicKey)  # noqa: S101 - checked at construction
+    assert isinstance(ark_key, rsa.RSAPublicKey)
     try:
         ark_key.verify(crl.signature, crl.tbs_certlist_bytes, AMD_PSS, hashes.SHA384())
     except (InvalidSignature, ValueError) as exc:
-        raise VerificationError("snp.crl.signature", "the CRL signature does not verify under the ARK") from exc
+        raise VerificationError(
+            "snp.crl.signature", "the CRL signature does not verify under the ARK"
+        ) from exc
     next_update = crl.next_update_utc
     if crl.last_update_utc > now or next_update is None or next_update < now:
         raise VerificationError(
@@ -494,7 +507,7 @@ def authenticate_snp(
 
     if kind is SigningKey.VCEK and not report.chip_id_masked:
         hwid = vek.extensions.hwid
-        assert hwid is not None  # noqa: S101 - VekExtensions requires it for a VCEK
+        assert hwid is not None
         size = HWID_SIZES[product]
         if report.chip_id[:size] != hwid:
             raise VerificationError(
@@ -527,7 +540,7 @@ def _flag(value: bool) -> str:
 def _in_set(check: str, what: str, allowed: frozenset[bytes] | object, actual: bytes) -> None:
     if allowed is ANY:
         return
-    assert isinstance(allowed, frozenset)  # noqa: S101 - ANY or a frozenset by construction
+    assert isinstance(allowed, frozenset)
     if actual not in allowed:
         raise VerificationError(
             check,
@@ -551,7 +564,10 @@ def apply_snp_policy(
     # Guest policy (ABI spec Table 9). DEBUG and MIGRATE_MA have no setting.
     if r.policy_bit(POLICY_BIT_DEBUG):
         raise VerificationError(
-            "snp.policy.debug", "the guest was launched with DEBUG allowed", expected="clear", actual="set"
+            "snp.policy.debug",
+            "the guest was launched with DEBUG allowed",
+            expected="clear",
+            actual="set",
         )
     if r.policy_bit(POLICY_BIT_MIGRATE_MA):
         raise VerificationError(
@@ -625,7 +641,10 @@ def apply_snp_policy(
             ("launch", r.launch_mit_vector),
             ("current", r.current_mit_vector),
         ):
-            if vector is None or vector & policy.required_mitigations != policy.required_mitigations:
+            if (
+                vector is None
+                or vector & policy.required_mitigations != policy.required_mitigations
+            ):
                 raise VerificationError(
                     "snp.mitigation",
                     f"the {name.upper()}_MIT_VECTOR lacks mitigations the policy requires",
@@ -699,7 +718,9 @@ def apply_snp_policy(
     # Identity and binding.
     if r.measurement in policy.measurement_denylist:
         raise VerificationError(
-            "snp.measurement.denied", "the MEASUREMENT is on the policy's denylist", actual=r.measurement.hex()
+            "snp.measurement.denied",
+            "the MEASUREMENT is on the policy's denylist",
+            actual=r.measurement.hex(),
         )
     _in_set("snp.measurement", "MEASUREMENT", policy.measurement, r.measurement)
     _in_set("snp.host_data", "HOST_DATA", policy.host_data, r.host_data)
@@ -713,7 +734,9 @@ def apply_snp_policy(
             expected="AUTHOR_KEY_EN set",
             actual="clear",
         )
-    _in_set("snp.author_key_digest", "AUTHOR_KEY_DIGEST", policy.author_key_digest, r.author_key_digest)
+    _in_set(
+        "snp.author_key_digest", "AUTHOR_KEY_DIGEST", policy.author_key_digest, r.author_key_digest
+    )
     if r.guest_svn < policy.min_guest_svn:
         raise VerificationError(
             "snp.guest_svn",
@@ -721,7 +744,11 @@ def apply_snp_policy(
             expected=f">= {policy.min_guest_svn}",
             actual=str(r.guest_svn),
         )
-    if authentic.signing_key is SigningKey.VCEK and r.chip_id_masked and not policy.allow_masked_chip_id:
+    if (
+        authentic.signing_key is SigningKey.VCEK
+        and r.chip_id_masked
+        and not policy.allow_masked_chip_id
+    ):
         raise VerificationError(
             "snp.chip_id.masked",
             "CHIP_ID is all zeros (MASK_CHIP_ID) and the policy does not allow a masked chip ID",
