@@ -245,6 +245,11 @@ class AmdTrust:
 
     # -- the VCEK/VLEK part of the chain, cached ------------------------------
 
+    def clear_cache(self) -> None:
+        """Forget verified VCEKs/VLEKs (for benchmarks; results do not depend on it)."""
+        with self._lock:
+            self._cache.clear()
+
     def verify_vek(self, vek: x509.Certificate, kind: SigningKey) -> _VerifiedVek:
         """Check a VCEK/VLEK against these anchors (time-independent parts, cached)."""
         key = (vek.fingerprint(hashes.SHA256()), kind)
