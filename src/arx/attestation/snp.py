@@ -167,7 +167,8 @@ def _layout_struct(layout: tuple[Field, ...]) -> struct.Struct:
 _REPORT_STRUCT: Final = _layout_struct(REPORT_LAYOUT)
 _FIELD_INDEX: Final = {field.name: i for i, field in enumerate(REPORT_LAYOUT)}
 
-# Guest POLICY bits (ABI spec 56860, Table 9 "Guest Policy Structure").
+# Guest POLICY bits (ABI spec 56860, the guest policy structure; bit numbers as
+# go-sev-guest abi.go and virtee/sev use them).
 POLICY_ABI_MINOR_MASK: Final = 0xFF
 POLICY_ABI_MAJOR_SHIFT: Final = 8
 POLICY_BIT_SMT: Final = 16
@@ -183,7 +184,8 @@ POLICY_BIT_PAGE_SWAP_DISABLE: Final = 25
 POLICY_FIRST_RESERVED_BIT: Final = 26
 """Bits 63:26 of POLICY are reserved and must be zero."""
 
-# PLATFORM_INFO bits (ABI spec 56860, Table 23).
+# PLATFORM_INFO bits (ABI spec 56860, the PLATFORM_INFO field of Table 22; bit 7
+# TIO_EN as in later revisions; bit 6 and bits 63:8 are reserved).
 PLATFORM_INFO_BITS: Final[Mapping[str, int]] = {
     "smt_en": 0,
     "tsme_en": 1,
@@ -240,7 +242,8 @@ def product_from_cpuid(family: int, model: int) -> Product | None:
 
 
 # ---------------------------------------------------------------------------
-# TCB_VERSION (ABI spec 56860, Table 3; Turin layout from the 1.57+ revision)
+# TCB_VERSION (ABI spec 56860, the TCB_VERSION structure; the Turin layout as
+# virtee/sev from_turin_bytes and Trustee decode it)
 # ---------------------------------------------------------------------------
 
 TCB_SIZE: Final = 8
@@ -527,7 +530,8 @@ def encode_report(values: Mapping[str, object]) -> bytes:
 
 
 # ---------------------------------------------------------------------------
-# VCEK / VLEK certificate extensions (AMD VCEK specification 57230, Table 8)
+# VCEK / VLEK certificate extensions (AMD VCEK certificate and KDS interface
+# specification, publication 57230)
 # ---------------------------------------------------------------------------
 
 OID_STRUCT_VERSION: Final = ObjectIdentifier("1.3.6.1.4.1.3704.1.1")

@@ -5,7 +5,7 @@ certificate, trust anchors, policy, time, optional CRL, optional expected
 REPORT_DATA). It returns a ``VerifiedEvidence`` or raises
 ``VerificationError`` whose ``check`` names the failed check; the checks, in
 order, with their specification references, are listed in
-docs/attestation.md and follow /work/shared ATTESTATION.md section 1.1.
+docs/attestation.md.
 
 It runs in two stages whose result types differ:
 
@@ -566,7 +566,8 @@ def apply_snp_policy(
     if expected_report_data is not None and len(expected_report_data) != REPORT_DATA_SIZE:
         raise UsageError(f"expected REPORT_DATA must be {REPORT_DATA_SIZE} bytes")
 
-    # Guest policy (ABI spec Table 9). DEBUG and MIGRATE_MA have no setting.
+    # Guest policy (ABI spec 56860, guest policy structure). DEBUG and MIGRATE_MA
+    # have no setting.
     if r.policy_bit(POLICY_BIT_DEBUG):
         raise VerificationError(
             "snp.policy.debug",
