@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
+from arx.attestation.azure_hcl import HclReport, is_hcl_report, verify_hcl
 from arx.attestation.claims import VerifiedEvidence
 from arx.attestation.policy import PolicyFile, SnpPolicy, load_policy_file
 from arx.attestation.snp import REPORT_DATA_SIZE, REPORT_SIZE, SnpReport, load_certificates
@@ -134,7 +135,7 @@ def decode_evidence(data: bytes) -> bytes:
 
 def sniff_kind(evidence: bytes) -> str:
     """Guess the kind: an SNP report is 1184 bytes; quotes start with a version."""
-    if len(evidence) == REPORT_SIZE:
+    if len(evidence) == REPORT_SIZE or is_hcl_report(evidence):
         return "snp"
     if len(evidence) >= 8:
         version = int.from_bytes(evidence[0:2], "little")
@@ -164,7 +165,13 @@ def _verify_snp(
 ) -> tuple[VerifiedEvidence, SnpReport]:
     if not args.certs:
         raise UsageError("SNP evidence needs its VCEK or VLEK certificate: pass --certs FILE")
-    report = SnpReport.from_bytes(evidence)
+    hcl = HclReport.from_bytes(evidence) if is_hcl_report(evidence) else None
+    if hcl is not None and args.report_data is not None:
+        raise UsageError(
+            "--report-data cannot be used with an Azure HCL report: its REPORT_DATA is "
+            "the hash of its runtime claims, which arx checks"
+        )
+    report = hcl.report if hcl is not None else SnpReport.from_bytes(evidence)
     certs: list[x509.Certificate] = []
     for path in args.certs:
         certs.extend(load_certificates(_read(path, "certificate")))
@@ -187,16 +194,28 @@ def _verify_snp(
             )
         except ValueError as exc:
             raise VerificationError("snp.crl.parse", f"not a DER or PEM CRL: {exc}") from exc
-    result = verify_snp(
-        report,
-        vcek=veks[0],
-        anchors=AmdTrust.pinned(),
-        policy=policy.snp,
-        now=now,
-        crl=crl,
-        expected_report_data=args.report_data,
-        presented_chain=[c for c in certs if c is not veks[0]],
-    )
+    presented = [c for c in certs if c is not veks[0]]
+    if hcl is not None:
+        result = verify_hcl(
+            hcl,
+            vcek=veks[0],
+            anchors=AmdTrust.pinned(),
+            policy=policy.snp,
+            now=now,
+            crl=crl,
+            presented_chain=presented,
+        )
+    else:
+        result = verify_snp(
+            report,
+            vcek=veks[0],
+            anchors=AmdTrust.pinned(),
+            policy=policy.snp,
+            now=now,
+            crl=crl,
+            expected_report_data=args.report_data,
+            presented_chain=presented,
+        )
     return result, report
 
 
@@ -282,7 +301,11 @@ def run(args: argparse.Namespace) -> int:
 
     if kind == "snp" and report is None:
         try:
-            report = SnpReport.from_bytes(evidence)
+            report = (
+                HclReport.from_bytes(evidence).report
+                if is_hcl_report(evidence)
+                else SnpReport.from_bytes(evidence)
+            )
         except AttestationError:
             report = None
     if args.json:
