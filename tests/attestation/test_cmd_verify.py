@@ -186,3 +186,32 @@ def test_intel_kinds_report_their_absence_or_run(tmp_path: Path) -> None:
     else:
         assert result.returncode == 1
         assert json.loads(result.stdout)["verdict"] == "rejected"
+
+
+def test_crl_input(tmp_path: Path, allow_alias: Path, sim: object) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    garbage = tmp_path / "garbage.crl"
+    garbage.write_bytes(b"not a crl")
+    result = arx(
+        MILAN_HEX, "--certs", MILAN_VCEK, "--policy", allow_alias, "--crl", garbage, "--json"
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["failed_check"] == "snp.crl.parse"
+    # A CRL from another issuer than AMD's ARK-Milan (here the simulator's ARK).
+    foreign = tmp_path / "foreign.crl"
+    foreign.write_bytes(sim.crl().public_bytes(Encoding.PEM))  # type: ignore[attr-defined]
+    result = arx(
+        MILAN_HEX,
+        "--certs",
+        MILAN_VCEK,
+        "--policy",
+        allow_alias,
+        "--crl",
+        foreign,
+        "--json",
+        "--at",
+        "2025-06-01",
+    )
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["failed_check"] == "snp.crl.issuer"

@@ -58,14 +58,6 @@ def _other_rsa() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(65537, 2048)
 
 
-def _vek(chain: SimAmdChain, **kwargs: Any) -> Callable[[SimAmdChain, dict[str, Any]], None]:
-    def setup(c: SimAmdChain, call: dict[str, Any]) -> None:
-        vek = c.issue_vek(**kwargs)
-        call["vek"] = vek
-
-    return setup
-
-
 def _policy_flag(table: str, name: str, value: object) -> dict[str, Any]:
     flags = dict(getattr(SnpPolicy.baseline(), table))
     flags[name] = value
