@@ -174,10 +174,9 @@ QUOTE = REAL_QUOTES[0]
 def test_full_verification_with_mutated_collateral(edits: list[tuple[int, int]]) -> None:
     """Whatever the collateral bytes, only errors from arx's own tree reach the caller, and a
     changed byte that matters is never silently accepted with a different result."""
-    from tests.attestation.intel_vectors import NOW_2025
-
     from arx.attestation.intel import verify_quote_file
     from arx.errors import AttestationError
+    from tests.attestation.intel_vectors import NOW_2025
 
     buf = bytearray(COLLATERAL)
     for at, value in edits:

@@ -106,7 +106,7 @@ def test_unknown_backend(keepmgr: Keepmgr) -> None:
     )  # fmt: skip
     assert run.returncode == 125
     assert run.stderr.decode().strip() == (
-        "arx: unknown backend 'quantum' (this host knows: nil, sgx, snp, tdx)"
+        "arx: unknown backend 'quantum' (arx knows nil, sim, snp, tdx, sgx)"
     )
 
 

@@ -688,7 +688,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             if data.lstrip().startswith(b"-----BEGIN"):
                 return x509.load_pem_x509_certificates(data)
             return [x509.load_der_x509_certificate(data)]
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise EvidenceFieldError(
                 "snp.cert.parse", f"not a DER or PEM X.509 certificate: {exc}"
             ) from exc

@@ -222,7 +222,7 @@ class AmdTrust:
                         asvk=None if asvk is None else x509.load_pem_x509_certificate(asvk),
                     )
                 )
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise UsageError(
                     f"trust anchors {name}: unreadable PEM for {product.value}"
                 ) from exc

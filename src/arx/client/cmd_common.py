@@ -9,6 +9,7 @@ from pathlib import Path
 
 from arx.client.api import KeepmgrClient
 from arx.client.deploy import DeployOptions, deploy, exit_code
+from arx.client.trust import DeployPolicy
 from arx.errors import UsageError
 from arx.protocol.messages import HPKE_SUITES, MAX_WORKLOAD_BYTES, StreamName
 
@@ -62,10 +63,11 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
 
 
 def options_from_args(
-    args: argparse.Namespace, *, backend: str, allow_insecure: bool
+    args: argparse.Namespace, *, backend: str, allow_insecure: bool, policy: DeployPolicy
 ) -> DeployOptions:
     return DeployOptions(
         backend=backend,
+        policy=policy,
         allow_insecure=allow_insecure,
         hpke_suite=args.hpke_suite,
         program=Path(args.workload).name,
