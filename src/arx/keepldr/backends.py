@@ -27,6 +27,8 @@ class Backend(Protocol):
     name: str
     secure: bool
     description: str
+    # What an operator can do when ``available()`` is false.
+    unavailable_hint: str
 
     def available(self) -> bool:
         """Whether this host can create Keeps on this backend now."""
@@ -64,6 +66,7 @@ class NilBackend:
 
     name = "nil"
     secure = False
+    unavailable_hint = ""
     description = (
         "a plain process with no TEE and no evidence: the host can read and alter "
         "everything; for development only"
@@ -92,6 +95,7 @@ class SimBackend:
 
     name = "sim"
     secure = False
+    unavailable_hint = "the host has no simulated AMD chain; run `arx sim init` on it"
     description = (
         "a plain process with SEV-SNP-format evidence signed by a simulated AMD chain "
         "whose keys the host holds: exercises attestation, PROTECTS NOTHING"
@@ -128,6 +132,7 @@ class HardwareBackend:
     def __init__(self, name: str, description: str) -> None:
         self.name = name
         self.description = description
+        self.unavailable_hint = f"this build cannot drive {name} hardware yet"
 
     def available(self) -> bool:
         return False
@@ -154,5 +159,6 @@ def get_backend(name: str) -> Backend:
         known = ", ".join(sorted(BACKENDS))
         raise BackendError(f"unknown backend {name!r} (this host knows: {known})")
     if not backend.available():
-        raise BackendError(f"the {name} backend is not available on this host")
+        hint = f" ({backend.unavailable_hint})" if backend.unavailable_hint else ""
+        raise BackendError(f"the {name} backend is not available on this host{hint}")
     return backend
