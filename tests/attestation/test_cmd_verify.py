@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -174,18 +173,6 @@ def test_bad_policy_file_is_125(tmp_path: Path) -> None:
     result = arx(MILAN_HEX, "--certs", MILAN_VCEK, "--policy", policy)
     assert result.returncode == 125
     assert "allow_debug" in result.stderr
-
-
-def test_intel_kinds_report_their_absence_or_run(tmp_path: Path) -> None:
-    quote = tmp_path / "q.bin"
-    quote.write_bytes(b"\x04\x00\x02\x00\x81\x00\x00\x00" + bytes(100))
-    result = arx(quote, "--json")
-    if importlib.util.find_spec("arx.attestation.intel") is None:
-        assert result.returncode == 125
-        assert "tdx/sgx verification is not available in this build" in result.stderr
-    else:
-        assert result.returncode == 1
-        assert json.loads(result.stdout)["verdict"] == "rejected"
 
 
 def test_crl_input(tmp_path: Path, allow_alias: Path, sim: object) -> None:
