@@ -1,4 +1,7 @@
-"""End-to-end deployment time: ``arx run hello.wasm`` against a bare wasmtime-py run.
+"""End-to-end deployment time: ``arx run hello.wasm`` (nil and sim) against bare wasmtime-py.
+
+The sim runs use the user's simulated chain (made on the first run, before
+timing starts).
 
 Each sample is a fresh process, timed from spawn to exit, so both sides pay
 for Python start-up and imports. The two are interleaved in one run so that
@@ -69,7 +72,8 @@ def main() -> int:
     expected = b"Hello from a Keep!\n"
     commands = {
         "bare_wasmtime_py": [sys.executable, "-c", BARE, str(HELLO)],
-        "arx_run_nil": [sys.executable, "-m", "arx", "run", str(HELLO)],
+        "arx_run_nil": [sys.executable, "-m", "arx", "run", "--backend", "nil", str(HELLO)],
+        "arx_run_sim": [sys.executable, "-m", "arx", "run", "--backend", "sim", str(HELLO)],
     }
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for cmd in commands.values():

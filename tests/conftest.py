@@ -77,17 +77,37 @@ class Keepmgr:
                 self.process.stdout.close()
 
 
-def marked_env(marker: str) -> dict[str, str]:
+def marked_env(marker: str, home: Path | None = None) -> dict[str, str]:
+    """The environment for processes of one test; ``home`` holds its sim and trust dirs."""
     env = dict(os.environ)
     env["ARX_TEST_MARKER"] = marker
     env["PYTHONUNBUFFERED"] = "1"
+    if home is not None:
+        env["ARX_SIM_DIR"] = str(home / "sim")
+        env["ARX_TRUST_DIR"] = str(home / "trust")
     return env
+
+
+_SIM_CHAIN: dict[str, bytes] = {}
+
+
+def install_sim_chain(directory: Path) -> None:
+    """A simulated AMD chain in ``directory``, made once per test session (RSA-4096 is slow)."""
+    if not _SIM_CHAIN:
+        from arx.attestation.snp_sim import SimAmdChain
+
+        _SIM_CHAIN.update(SimAmdChain.generate().to_pem())
+    directory.mkdir(parents=True, mode=0o700)
+    for name, data in _SIM_CHAIN.items():
+        (directory / name).write_bytes(data)
 
 
 def start_keepmgr(tmp_path: Path, *extra: str, listen: str = "127.0.0.1:0") -> Keepmgr:
     marker = uuid.uuid4().hex
-    env = marked_env(marker)
-    state_dir = tmp_path / f"state-{marker[:8]}"
+    home = tmp_path / f"home-{marker[:8]}"
+    install_sim_chain(home / "sim")
+    env = marked_env(marker, home)
+    state_dir = home / "state"
     process = subprocess.Popen(
         [
             sys.executable,

@@ -32,10 +32,18 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("keeps", "arx.client.cmd_keeps", "list, inspect or delete Keeps on a host"),
     ("platform", "arx.client.cmd_platform", "show what a host offers"),
     ("verify", "arx.attestation.cmd_verify", "verify attestation evidence offline"),
+    (
+        "measure",
+        "arx.client.cmd_measure",
+        "print the measurement of this installation's Keep runtime",
+    ),
+    ("sim", "arx.client.cmd_sim", "manage the simulated AMD chain of the sim backend"),
+    ("trust", "arx.client.cmd_trust", "choose which extra roots the client trusts"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (all of them when ``None``)."""
     parser = argparse.ArgumentParser(
         prog="arx",
         description="Deploy WebAssembly workloads into attested Keeps.",
@@ -43,13 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # A command whose module is not part of this build.
         cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue
+        module = importlib.import_module(module_name)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     return parser
@@ -64,7 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:
         cut = args_list.index("--")
         args_list, workload_args = args_list[:cut], args_list[cut + 1 :]
-    parser = build_parser()
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    known = {name for name, _module, _help in COMMANDS}
+    parser = build_parser(first if first in known else None)
     args = parser.parse_args(args_list)
     args.workload_args = workload_args
     try:

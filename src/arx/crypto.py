@@ -63,14 +63,21 @@ def _prefixed(value: bytes) -> bytes:
     return struct.pack(">H", len(value)) + value
 
 
-def report_data(*, backend: str, nonce: bytes, suite: HpkeSuiteName, public_key: bytes) -> bytes:
-    """SHA-512("arx keep v1" || len||backend || nonce || len||suite || len||public key)."""
+def report_data(
+    *, backend: str, keep_id: str, nonce: bytes, suite: HpkeSuiteName, public_key: bytes
+) -> bytes:
+    """SHA-512("arx keep v1" || len||backend || len||keep id || nonce || len||suite || len||key).
+
+    The Keep id is inside so that evidence from another Keep, however genuine,
+    cannot stand in for the Keep the client created.
+    """
     if len(nonce) != NONCE_LENGTH:
         raise MessageError(f"nonce must be {NONCE_LENGTH} bytes")
     preimage = b"".join(
         (
             REPORT_DATA_DOMAIN,
             _prefixed(backend.encode()),
+            _prefixed(keep_id.encode()),
             nonce,
             _prefixed(suite.encode()),
             _prefixed(public_key),

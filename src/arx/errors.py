@@ -20,6 +20,7 @@ can turn any of them into one clear line and a stable exit code::
     ├── WorkloadError            the workload itself is unacceptable (invalid Wasm, too large)
     └── AttestationError         evidence could not be trusted
         ├── EvidenceParseError   the evidence bytes do not have the documented structure
+        │   └── EvidenceFieldError   one named structural rule is broken (``check`` names it)
         ├── VerificationError    a check failed; names the check, expected and actual values
         └── PolicyRefusal        the evidence is authentic but the policy does not accept it
 
@@ -112,6 +113,18 @@ class AttestationError(ArxError):
 
 class EvidenceParseError(AttestationError):
     code = "evidence_parse"
+
+
+class EvidenceFieldError(EvidenceParseError):
+    """A structural rule of the evidence format is broken.
+
+    ``check`` is a stable identifier (for example ``snp.parse.reserved``), so
+    that a parse failure can be reported the same way as a failed check.
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"{check}: {message}")
+        self.check = check
 
 
 class VerificationError(AttestationError):

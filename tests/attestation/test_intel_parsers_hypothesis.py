@@ -8,7 +8,6 @@ import json
 from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from intel_vectors import read, tdx_collateral
 
 from arx.attestation import intel_pki as pki
 from arx.attestation.intel_collateral import (
@@ -25,6 +24,7 @@ from arx.attestation.intel_quote import (
     parse_signature_data,
 )
 from arx.errors import EvidenceParseError
+from tests.attestation.intel_vectors import read, tdx_collateral
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REAL_QUOTES = [
@@ -174,10 +174,9 @@ QUOTE = REAL_QUOTES[0]
 def test_full_verification_with_mutated_collateral(edits: list[tuple[int, int]]) -> None:
     """Whatever the collateral bytes, only errors from arx's own tree reach the caller, and a
     changed byte that matters is never silently accepted with a different result."""
-    from intel_vectors import NOW_2025
-
     from arx.attestation.intel import verify_quote_file
     from arx.errors import AttestationError
+    from tests.attestation.intel_vectors import NOW_2025
 
     buf = bytearray(COLLATERAL)
     for at, value in edits:

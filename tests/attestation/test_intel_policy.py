@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from intel_vectors import NOW_2025, policy, read, sgx_collateral, tdx_collateral
 
 from arx.attestation.intel import (
     IntelClaims,
@@ -30,6 +29,7 @@ from arx.attestation.intel import (
 from arx.attestation.intel_collateral import CollateralBundle, verify_collateral
 from arx.attestation.intel_quote import IntelQuote, SgxReportBody, TdReportBody
 from arx.errors import VerificationError
+from tests.attestation.intel_vectors import NOW_2025, policy, read, sgx_collateral, tdx_collateral
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from intel_vectors import NOW_2025, NOW_2026, policy, read
 
 from arx.attestation.intel import IntelPolicy, verify_quote
 from arx.attestation.intel_quote import (
@@ -22,6 +21,7 @@ from arx.attestation.intel_quote import (
     IntelQuote,
 )
 from arx.errors import EvidenceParseError, VerificationError
+from tests.attestation.intel_vectors import NOW_2025, NOW_2026, policy, read
 
 QUOTES = [
     ("tdx", "tdx/dcap-qvl/tdx_quote", NOW_2025),  # v4, TD 1.0, zero padding

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from intel_vectors import NOW_2025, read, tdx_collateral
 
 from arx.attestation import intel_pki as pki
 from arx.attestation.intel import (
@@ -27,6 +26,7 @@ from arx.attestation.intel_collateral import (
 )
 from arx.attestation.intel_quote import IntelQuote
 from arx.errors import VerificationError
+from tests.attestation.intel_vectors import NOW_2025, read, tdx_collateral
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from intel_vectors import (
-    NOW_2025,
-    NOW_2026,
-    pcs_form_collateral,
-    policy,
-    read,
-    read_hex,
-    sgx_collateral,
-    tdx_collateral,
-    tdx_outdated_collateral,
-)
-from intel_vectors import (
-    VECTORS as VECTORS_DIR,
-)
 
 from arx.attestation import intel_pki as pki
 from arx.attestation.intel import verify_quote, verify_quote_file
@@ -38,6 +24,20 @@ from arx.attestation.intel_collateral import (
 )
 from arx.attestation.intel_quote import IntelQuote
 from arx.errors import VerificationError
+from tests.attestation.intel_vectors import (
+    NOW_2025,
+    NOW_2026,
+    pcs_form_collateral,
+    policy,
+    read,
+    read_hex,
+    sgx_collateral,
+    tdx_collateral,
+    tdx_outdated_collateral,
+)
+from tests.attestation.intel_vectors import (
+    VECTORS as VECTORS_DIR,
+)
 
 ALL_STATUSES = [
     "UpToDate",

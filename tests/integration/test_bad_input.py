@@ -113,7 +113,7 @@ def test_tampered_sealed_key_is_refused(keepmgr: Keepmgr) -> None:
     try:
         nonce = secrets.token_bytes(32)
         answer = client.attest(keep.id, AttestRequest(nonce=nonce))
-        rd = crypto.report_data(backend="nil", nonce=nonce, suite="x25519",
+        rd = crypto.report_data(backend="nil", keep_id=keep.id, nonce=nonce, suite="x25519",
                                 public_key=answer.hpke_public_key)  # fmt: skip
         _key, der = crypto.make_tls_key()
         sealed = bytearray(crypto.seal("x25519", answer.hpke_public_key, der,
@@ -131,7 +131,7 @@ def _provisioned_keep(client: KeepmgrClient) -> tuple[str, int, ec.EllipticCurve
     keep = client.create("nil")
     nonce = secrets.token_bytes(32)
     answer = client.attest(keep.id, AttestRequest(nonce=nonce))
-    rd = crypto.report_data(backend="nil", nonce=nonce, suite="x25519",
+    rd = crypto.report_data(backend="nil", keep_id=keep.id, nonce=nonce, suite="x25519",
                             public_key=answer.hpke_public_key)  # fmt: skip
     key, der = crypto.make_tls_key()
     sealed = crypto.seal("x25519", answer.hpke_public_key, der, crypto.provision_info(rd))

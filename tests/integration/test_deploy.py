@@ -11,12 +11,14 @@ import uuid
 
 import pytest
 
+from arx.sim import CHAIN_FILES
 from tests.conftest import (
     EXAMPLES,
     WORKLOADS,
     Keepmgr,
     arx,
     arx_popen,
+    install_sim_chain,
     marked_env,
     marked_pids,
     wait_no_marked,
@@ -106,7 +108,7 @@ def test_unknown_backend(keepmgr: Keepmgr) -> None:
     )  # fmt: skip
     assert run.returncode == 125
     assert run.stderr.decode().strip() == (
-        "arx: unknown backend 'quantum' (this host knows: nil, sgx, snp, tdx)"
+        "arx: unknown backend 'quantum' (arx knows nil, sim, snp, tdx, sgx)"
     )
 
 
@@ -296,21 +298,45 @@ def test_workload_larger_than_the_cap(tmp_path) -> None:
         assert wait_no_marked(mgr.marker) == []
 
 
-def test_arx_run_end_to_end_leaves_nothing(tmp_path) -> None:
+@pytest.mark.parametrize("backend", ["sim", "nil"])
+def test_arx_run_end_to_end_leaves_nothing(tmp_path, tmp_path_factory, backend: str) -> None:
     marker = uuid.uuid4().hex
-    env = marked_env(marker)
+    home = tmp_path_factory.mktemp("home")
+    install_sim_chain(home / "sim")
+    env = marked_env(marker, home)
     env["TMPDIR"] = str(tmp_path)
-    run = arx("run", str(WORKLOADS / "exitcode.wasm"), "--", "3", "hello", env=env)
-    assert run.returncode == 3
+    run = arx(
+        "run", "--backend", backend, str(WORKLOADS / "exitcode.wasm"), "--", "3", "hello", env=env
+    )
+    assert run.returncode == 3, run.stderr
     assert run.stdout == b"hello\n"
     assert run.stderr == b"to stderr\n"
     assert wait_no_marked(marker) == []
     assert list(tmp_path.iterdir()) == []
+    # arx run trusts the local chain for that run only: nothing in the trust store.
+    assert not (home / "trust").exists()
 
 
-def test_arx_run_invalid_module(tmp_path) -> None:
+def test_arx_run_makes_the_sim_chain_on_first_use(tmp_path_factory) -> None:
     marker = uuid.uuid4().hex
-    env = marked_env(marker)
+    home = tmp_path_factory.mktemp("fresh-home")
+    env = marked_env(marker, home)
+    run = arx("run", str(EXAMPLES / "hello" / "hello.wasm"), env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == b"Hello from a Keep!\n"
+    assert run.stderr == b""
+    assert sorted(p.name for p in (home / "sim").iterdir()) == sorted(
+        [*CHAIN_FILES, "measurement-cache.json"]
+    )
+    assert (home / "sim" / "vcek.key").stat().st_mode & 0o077 == 0
+    assert wait_no_marked(marker) == []
+
+
+def test_arx_run_invalid_module(tmp_path, tmp_path_factory) -> None:
+    marker = uuid.uuid4().hex
+    home = tmp_path_factory.mktemp("home")
+    install_sim_chain(home / "sim")
+    env = marked_env(marker, home)
     env["TMPDIR"] = str(tmp_path)
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(b"not wasm at all")

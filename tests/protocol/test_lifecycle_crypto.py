@@ -49,7 +49,13 @@ def test_requests_per_state() -> None:
         lifecycle.check_request("ready", "provision")
 
 
-BASE = {"backend": "sim", "nonce": bytes(32), "suite": "x25519", "public_key": bytes(32)}
+BASE = {
+    "backend": "sim",
+    "keep_id": "k-1",
+    "nonce": bytes(32),
+    "suite": "x25519",
+    "public_key": bytes(32),
+}
 
 
 def test_report_data_changes_with_every_input() -> None:
@@ -58,6 +64,7 @@ def test_report_data_changes_with_every_input() -> None:
     variants = [
         {"backend": "snp"},
         {"backend": "nil"},
+        {"keep_id": "k-2"},
         {"nonce": bytes(31) + b"\1"},
         {"suite": "mlkem768-x25519"},
         {"public_key": bytes(31) + b"\1"},
@@ -72,15 +79,19 @@ def test_report_data_changes_with_every_input() -> None:
 
 def test_length_prefixes_prevent_shifting_bytes_between_fields() -> None:
     a = crypto.report_data(
-        backend="si", nonce=bytes(32), suite="x25519", public_key=b"m" + bytes(31)
+        backend="si", keep_id="k", nonce=bytes(32), suite="x25519", public_key=b"m" + bytes(31)
     )
-    b = crypto.report_data(backend="sim", nonce=bytes(32), suite="x25519", public_key=bytes(31))
+    b = crypto.report_data(
+        backend="sim", keep_id="k", nonce=bytes(32), suite="x25519", public_key=bytes(31)
+    )
     assert a != b
 
 
 def test_report_data_refuses_a_short_nonce() -> None:
     with pytest.raises(MessageError):
-        crypto.report_data(backend="nil", nonce=bytes(16), suite="x25519", public_key=b"k")
+        crypto.report_data(
+            backend="nil", keep_id="k", nonce=bytes(16), suite="x25519", public_key=b"k"
+        )
 
 
 @pytest.mark.parametrize("suite", ["x25519", "mlkem768-x25519"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from arx.client.api import KeepmgrClient
 from arx.client.deploy import DeployOptions, deploy, exit_code
+from arx.client.trust import DeployPolicy
 from arx.client.workload import (
     CONFIG_NAME,
     DirSpec,
@@ -203,10 +204,11 @@ def workload_config(args: argparse.Namespace) -> WorkloadConfig:
 
 
 def options_from_args(
-    args: argparse.Namespace, *, backend: str, allow_insecure: bool
+    args: argparse.Namespace, *, backend: str, allow_insecure: bool, policy: DeployPolicy
 ) -> DeployOptions:
     return DeployOptions(
         backend=backend,
+        policy=policy,
         allow_insecure=allow_insecure,
         hpke_suite=args.hpke_suite,
     )

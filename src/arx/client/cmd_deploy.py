@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from arx.client.cmd_common import add_workload_arguments, options_from_args, run_deployment
+from arx.client.trust import DeployPolicy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", required=True, help="the backend to create the Keep on (nil, sim, snp, ...)"
     )
     parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="policy file ([deploy] backends and trust_sim, [snp] measurement, TCB, ...); "
+        "default: hardware backends with the baseline checks, sim only if trusted",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="allow the nil backend, which protects nothing from the host",
@@ -23,5 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = options_from_args(args, backend=args.backend, allow_insecure=args.insecure)
+    policy = DeployPolicy.from_file(args.policy) if args.policy else DeployPolicy.default()
+    options = options_from_args(
+        args, backend=args.backend, allow_insecure=args.insecure, policy=policy
+    )
     return run_deployment(args.host, args, options)

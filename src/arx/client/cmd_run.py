@@ -16,12 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from arx import sim
+from arx.attestation.policy import SnpPolicy
 from arx.client.cmd_common import (
     add_workload_arguments,
     options_from_args,
     prepare_upload,
     run_deployment,
 )
+from arx.client.trust import DeployPolicy, local_sim_anchors
 from arx.errors import ArxError
 
 # How long the private keepmgr may take to start listening.
@@ -29,21 +32,51 @@ KEEPMGR_START_TIMEOUT = 30.0
 # How long it may take to stop its Keeps and exit after SIGTERM.
 KEEPMGR_STOP_TIMEOUT = 10.0
 
-# The backend ``arx run`` uses. The private keepmgr runs on the user's own
-# machine for this one command, so the nil backend's lack of protection
-# from "the host" is protection from the user themself; it is allowed here.
-RUN_BACKEND = "nil"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
+    parser.add_argument(
+        "--backend",
+        choices=("sim", "nil"),
+        default="sim",
+        help="sim (default): the whole attested path, with a simulated AMD chain made on first "
+        "use and trusted for this run only; nil: no attestation at all",
+    )
+
+
+def run_policy(backend: str) -> DeployPolicy:
+    """What ``arx run`` trusts: only the local machine's own runtime.
+
+    The private keepmgr runs on the user's own machine for this one command.
+    For ``sim`` the client trusts this machine's simulated root for this run
+    only (nothing is written to the trust store) and requires the measurement
+    of this machine's own runtime, so the whole verifier path runs. ``nil``
+    protects nothing from a host that is the user themself.
+    """
+    if backend == "nil":
+        return DeployPolicy(backends=frozenset())
+    if not sim.chain_exists():
+        if sys.stderr.isatty():
+            print("arx: making the simulated AMD chain (first use)", file=sys.stderr)
+        sim.init_chain()
+    measurement = sim.runtime_measurement(sim.sim_dir())
+    return DeployPolicy(
+        backends=frozenset({"sim"}),
+        sim_anchors=local_sim_anchors(),
+        snp=SnpPolicy.baseline().with_changes(measurement=frozenset({measurement})),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    options = options_from_args(args, backend=RUN_BACKEND, allow_insecure=True)
     # The module, the configuration and every input are checked before any
     # process starts.
     upload = prepare_upload(args)
+    options = options_from_args(
+        args,
+        backend=args.backend,
+        allow_insecure=args.backend == "nil",
+        policy=run_policy(args.backend),
+    )
     workdir = tempfile.mkdtemp(prefix="arx-run-")
     socket_path = os.path.join(workdir, "keepmgr.sock")
     keepmgr = subprocess.Popen(

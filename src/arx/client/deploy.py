@@ -16,18 +16,18 @@ import secrets
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import h11
 
 from arx import crypto
 from arx.client.api import KeepmgrClient
+from arx.client.trust import DeployPolicy, check_backend_allowed, verify_answer
 from arx.client.workload import Upload
 from arx.errors import (
     ArxError,
-    AttestationError,
     PinMismatchError,
-    PolicyRefusal,
     RemoteError,
     TransportError,
     WorkloadError,
@@ -36,7 +36,6 @@ from arx.protocol.messages import (
     NONCE_LENGTH,
     ArchiveChunk,
     AttestRequest,
-    AttestResponse,
     ErrorBody,
     FrameDecoder,
     HpkeSuiteName,
@@ -62,43 +61,9 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeployOptions:
     backend: str
+    policy: DeployPolicy = field(default_factory=DeployPolicy)
     allow_insecure: bool = False
     hpke_suite: HpkeSuiteName = "x25519"
-
-
-def check_backend_allowed(options: DeployOptions) -> None:
-    """Refuses insecure backends before anything is created (fail early, say why)."""
-    if options.backend == "nil" and not options.allow_insecure:
-        raise PolicyRefusal(
-            "backend.insecure",
-            "refusing the nil backend: it runs the workload in a plain process with no TEE "
-            "and no evidence, so the host can read and alter it; pass --insecure to allow it",
-        )
-
-
-def check_attestation(options: DeployOptions, nonce: bytes, answer: AttestResponse) -> None:
-    """Step 5: what the client must see before it seals anything to the Keep's key."""
-    if answer.backend != options.backend:
-        raise AttestationError(
-            f"backend mismatch: asked for a {options.backend} Keep, the host answered "
-            f"for a {answer.backend} Keep"
-        )
-    if answer.hpke_suite != options.hpke_suite:
-        raise AttestationError(
-            f"HPKE suite mismatch: asked for {options.hpke_suite}, got {answer.hpke_suite}"
-        )
-    if answer.evidence_kind == "none":
-        # Nothing binds this key to anything; only an explicit opt-in accepts it.
-        if not (options.allow_insecure and options.backend == "nil"):
-            raise PolicyRefusal(
-                "evidence.none",
-                f"the {options.backend} Keep presented no evidence; refusing to trust it",
-            )
-        return
-    raise PolicyRefusal(
-        f"evidence.{answer.evidence_kind}",
-        f"verification of {answer.evidence_kind} evidence is not available in this build",
-    )
 
 
 def deploy(
@@ -109,23 +74,42 @@ def deploy(
     on_output: OutputSink,
     progress: Progress = lambda _msg: None,
 ) -> Result:
-    check_backend_allowed(options)
+    check_backend_allowed(options.backend, options.policy, allow_insecure=options.allow_insecure)
     progress(f"creating a {options.backend} Keep")
     keep = client.create(options.backend)
     try:
         nonce = secrets.token_bytes(NONCE_LENGTH)
         progress(f"attesting Keep {keep.id}")
         answer = client.attest(keep.id, AttestRequest(nonce=nonce, hpke_suite=options.hpke_suite))
-        check_attestation(options, nonce, answer)
+        # What the evidence must carry, from what the client asked for and
+        # the key it was given: a swapped key, an old nonce or another Keep's
+        # evidence all change it.
         report_data = crypto.report_data(
             backend=options.backend,
+            keep_id=keep.id,
             nonce=nonce,
-            suite=answer.hpke_suite,
+            suite=options.hpke_suite,
             public_key=answer.hpke_public_key,
         )
+        claims = verify_answer(
+            backend=options.backend,
+            suite=options.hpke_suite,
+            report_data=report_data,
+            answer=answer,
+            policy=options.policy,
+            allow_insecure=options.allow_insecure,
+            now=datetime.now(UTC),
+        )
+        if claims is None:
+            progress("the Keep presented no evidence (nil backend, allowed by --insecure)")
+        else:
+            progress(
+                f"verified {answer.evidence_kind} evidence signed by {claims.signer}: "
+                f"measurement {claims.measurement.hex()}"
+            )
         tls_key, tls_key_der = crypto.make_tls_key()
         sealed = crypto.seal(
-            answer.hpke_suite,
+            options.hpke_suite,
             answer.hpke_public_key,
             tls_key_der,
             crypto.provision_info(report_data),

@@ -29,6 +29,8 @@ class Backend(Protocol):
     name: str
     secure: bool
     description: str
+    # What an operator can do when ``available()`` is false.
+    unavailable_hint: str
 
     def available(self) -> bool:
         """Whether this host can create Keeps on this backend now."""
@@ -67,6 +69,7 @@ class NilBackend:
 
     name = "nil"
     secure = False
+    unavailable_hint = ""
     description = (
         "a plain process with no TEE and no evidence: the host can read and alter "
         "everything; for development only"
@@ -84,6 +87,46 @@ class NilBackend:
         return EvidenceReply(evidence_kind="none", evidence=b"")
 
 
+class SimBackend:
+    """A plain process whose evidence is an SEV-SNP report signed by a simulated chain.
+
+    The simulated chain's private keys are on the host, so the host can forge
+    any report: this backend protects nothing. It exists to run the whole
+    attested path, with the real report layout and the real verifier, on
+    machines without a TEE. See ``arx.sim``.
+    """
+
+    name = "sim"
+    secure = False
+    unavailable_hint = "the host has no simulated AMD chain; run `arx sim init` on it"
+    description = (
+        "a plain process with SEV-SNP-format evidence signed by a simulated AMD chain "
+        "whose keys the host holds: exercises attestation, PROTECTS NOTHING"
+    )
+
+    def __init__(self) -> None:
+        self._measurement: bytes | None = None
+
+    def available(self) -> bool:
+        from arx import sim
+
+        return sim.chain_exists()
+
+    def wasmldr_command(self, spec: LaunchSpec) -> list[str]:
+        from arx import sim
+
+        # Measured as launched: the files the Keep's runtime is started from.
+        self._measurement = sim.runtime_measurement(sim.sim_dir())
+        return _wasmldr_process(self.name, spec)
+
+    def evidence(self, report_data: bytes) -> EvidenceReply:
+        from arx import sim
+
+        measurement = self._measurement or sim.runtime_measurement(sim.sim_dir())
+        report, vcek = sim.sign_report(report_data, measurement)
+        return EvidenceReply(evidence_kind="sim", evidence=report, certificates=(vcek,))
+
+
 class HardwareBackend:
     """A TEE backend whose device this build cannot drive yet."""
 
@@ -92,6 +135,7 @@ class HardwareBackend:
     def __init__(self, name: str, description: str) -> None:
         self.name = name
         self.description = description
+        self.unavailable_hint = f"this build cannot drive {name} hardware yet"
 
     def available(self) -> bool:
         return False
@@ -105,6 +149,7 @@ class HardwareBackend:
 
 BACKENDS: dict[str, Backend] = {
     "nil": NilBackend(),
+    "sim": SimBackend(),
     "snp": HardwareBackend("snp", "AMD SEV-SNP confidential VM (needs SNP hardware)"),
     "tdx": HardwareBackend("tdx", "Intel TDX confidential VM (needs TDX hardware)"),
     "sgx": HardwareBackend("sgx", "Intel SGX enclave (needs SGX hardware)"),
@@ -117,5 +162,6 @@ def get_backend(name: str) -> Backend:
         known = ", ".join(sorted(BACKENDS))
         raise BackendError(f"unknown backend {name!r} (this host knows: {known})")
     if not backend.available():
-        raise BackendError(f"the {name} backend is not available on this host")
+        hint = f" ({backend.unavailable_hint})" if backend.unavailable_hint else ""
+        raise BackendError(f"the {name} backend is not available on this host{hint}")
     return backend

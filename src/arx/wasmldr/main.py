@@ -61,6 +61,7 @@ class KeepSession:
         public_key = self.keys.public_key(request.hpke_suite)
         report_data = crypto.report_data(
             backend=self.backend,
+            keep_id=self.keep_id,
             nonce=request.nonce,
             suite=request.hpke_suite,
             public_key=public_key,
