@@ -317,6 +317,26 @@ def test_writable_dir_starts_with_its_source_and_can_be_discarded(clean: Keepmgr
     assert sorted(p.name for p in src.iterdir()) == ["seed.txt"]
 
 
+def test_results_carry_a_whole_tree_back(clean: Keepmgr, tmp_path) -> None:
+    """A writable directory seeded with a tree comes back whole, with what the workload added."""
+    seed = tmp_path / "seed"
+    (seed / "a" / "b").mkdir(parents=True)
+    (seed / "empty").mkdir()
+    blob = os.urandom(3 * MIB + 7)
+    (seed / "a" / "b" / "blob.bin").write_bytes(blob)
+    (seed / "top.txt").write_text("top\n")
+    results = tmp_path / "results"
+    run = deploy(
+        clean, WORKLOADS / "readfile.wasm", "--no-config", "--dir", f"{seed}:/w:rw",
+        "--results", f"/w={results}", args=["/w/top.txt", "/w/a/new.txt", "new"],
+    )  # fmt: skip
+    assert (run.returncode, run.stdout) == (0, b"top\n"), run.stderr
+    found = sorted(str(p.relative_to(results)) for p in results.rglob("*"))
+    assert found == ["a", "a/b", "a/b/blob.bin", "a/new.txt", "empty", "top.txt"]
+    assert (results / "a" / "b" / "blob.bin").read_bytes() == blob
+    assert (results / "a" / "new.txt").read_text() == "new"
+
+
 def test_environment_from_the_file_and_the_command_line(clean: Keepmgr, tmp_path) -> None:
     config = tmp_path / "keep.toml"
     config.write_text('[env]\nA = "from file"\nB = "file"\n')

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import h11
 
@@ -433,12 +433,40 @@ def _receive_and_run(
     archives = []
     for index, (mount, path) in enumerate(zip(workload.mounts, mount_dirs, strict=True)):
         if mount.results:
-            archives.append(session.send_archive(index, path, workdir))
+            archives.append(session.send_archive(index, path))
     # Before the result: once the client has it, it deletes the Keep, and
     # nothing after this line is sure to run.
     remove_tree(workdir)
     session.send_result(exit_, tuple(archives))
     return exit_
+
+
+class _ArchiveStream:
+    """A write-only file for ``tarfile`` that sends what it gets as ``ArchiveChunk`` frames."""
+
+    def __init__(self, conn: _Conn, mount: int) -> None:
+        self.conn = conn
+        self.mount = mount
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+        self._pending = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._pending += data
+        while len(self._pending) >= MAX_OUTPUT_CHUNK:
+            self._send(bytes(self._pending[:MAX_OUTPUT_CHUNK]))
+            del self._pending[:MAX_OUTPUT_CHUNK]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._send(bytes(self._pending))
+            self._pending.clear()
+
+    def _send(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        self.conn.send(h11.Data(data=encode_frame(ArchiveChunk(mount=self.mount, data=data))))
 
 
 class _RunSession:
@@ -508,22 +536,20 @@ class _RunSession:
             self._timer.cancel()
         return True
 
-    def send_archive(self, index: int, path: str, workdir: str) -> ArchiveInfo:
-        """Sends a writable mount's contents as a tar archive, in chunks."""
-        fd, tar_path = tempfile.mkstemp(dir=workdir, suffix=".tar")
-        os.close(fd)
-        with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+    def send_archive(self, index: int, path: str) -> ArchiveInfo:
+        """Sends a writable mount's contents as a tar archive, in chunks, as it is made.
+
+        The archive is streamed, never written to disk, so a large result
+        does not need its size again in the Keep's private directory.
+        """
+        out = _ArchiveStream(self.conn, index)
+        # tarfile's stream mode only calls write(); the cast says so to mypy.
+        stream = cast("IO[bytes]", out)
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for name in sorted(os.listdir(path)):
                 tar.add(os.path.join(path, name), arcname=name)
-        digest = hashlib.sha256()
-        size = 0
-        with open(tar_path, "rb") as f:
-            while data := f.read(MAX_OUTPUT_CHUNK):
-                digest.update(data)
-                size += len(data)
-                self.conn.send(h11.Data(data=encode_frame(ArchiveChunk(mount=index, data=data))))
-        os.unlink(tar_path)
-        return ArchiveInfo(mount=index, size=size, sha256=digest.digest())
+        out.flush()
+        return ArchiveInfo(mount=index, size=out.size, sha256=out.sha256.digest())
 
     def send_result(self, exit_: KeepExit, archives: tuple[ArchiveInfo, ...] = ()) -> None:
         result = Result(
