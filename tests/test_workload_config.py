@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arx.client.workload import (
     DirSpec,
@@ -12,6 +15,7 @@ from arx.client.workload import (
     StdinSpec,
     Upload,
     WorkloadConfig,
+    config_from_table,
     load_config,
     merge,
     parse_duration_ms,
@@ -209,3 +213,32 @@ def test_cli_errors_name_the_option(tmp_path: Path) -> None:
         assert run.returncode == 125, flags
         assert run.stderr.decode().splitlines() == [f"arx: {run.stderr.decode()[5:].strip()}"]
         assert text in run.stderr.decode(), (flags, run.stderr)
+
+
+_keys = st.sampled_from(
+    ["args", "env", "stdin", "dirs", "files", "limits", "path", "source", "writable",
+     "results", "discard", "file", "text", "hex", "memory", "wall_time", "fuel", "output", "x"]
+)  # fmt: skip
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["/a", "/a/b", "1MiB", "2s", "00ff", "a/../b", "/"])
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+_top = st.sampled_from(["args", "env", "stdin", "dirs", "files", "limits"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.dictionaries(_top, _values, max_size=6))
+def test_any_document_gives_a_config_or_a_usage_error(doc: dict[str, object]) -> None:
+    with contextlib.suppress(UsageError):
+        config_from_table(doc, Path("/nonexistent"))
