@@ -96,6 +96,14 @@ def load_pem_chain(pem: bytes, what: str) -> tuple[x509.Certificate, ...]:
     return tuple(certs)
 
 
+def _name(cert: x509.Certificate) -> str:
+    """A certificate's subject for messages; names are parsed lazily and may be malformed."""
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return "<unparsable subject>"
+
+
 def verify_chain(
     chain: Sequence[x509.Certificate],
     root: x509.Certificate,
@@ -127,13 +135,15 @@ def verify_chain(
         except (ValueError, TypeError, InvalidSignature) as exc:
             raise VerificationError(
                 f"{check}.signature",
-                f"{child.subject.rfc4514_string()} is not signed by "
-                f"{parent.subject.rfc4514_string()}",
+                f"{_name(child)} is not signed by {_name(parent)}",
             ) from exc
         try:
             bc = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
         except x509.ExtensionNotFound as exc:
             raise VerificationError(f"{check}.ca", "issuer has no basic constraints") from exc
+        except ValueError as exc:
+            # cryptography parses extensions lazily; a malformed one surfaces here.
+            raise VerificationError(f"{check}.ca", "issuer has malformed extensions") from exc
         if not bc.ca:
             raise VerificationError(f"{check}.ca", "issuer is not a CA")
     for cert in links:
