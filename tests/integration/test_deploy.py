@@ -17,6 +17,7 @@ from tests.conftest import (
     Keepmgr,
     arx,
     arx_popen,
+    assert_nothing_left,
     marked_env,
     marked_pids,
     wait_no_marked,
@@ -242,11 +243,26 @@ def test_sigkill_to_keepmgr_leaves_no_orphans(tmp_path) -> None:
         "deploy", str(WORKLOADS / "spin.wasm"), "--host", mgr.url, "--backend", "nil",
         "--insecure", env=mgr.env,
     )  # fmt: skip
-    _wait_state(mgr, "running")
+    running = _wait_state(mgr, "running")
     mgr.process.send_signal(signal.SIGKILL)
     assert mgr.stop() == -signal.SIGKILL
     client.communicate(timeout=30)
     assert wait_no_marked(mgr.marker) == []
+    # Restarted on the same state, keepmgr still knows the Keep, reports it
+    # failed, and removes the cgroups the killed keepmgr could not.
+    again = start_keepmgr(tmp_path, state_dir=mgr.state_dir, marker=mgr.marker)
+    try:
+        (keep,) = keeps(again)
+        assert keep["id"] == running["id"]
+        assert keep["state"] == "failed"
+        assert keep["exit"] == {
+            "status": "failed",
+            "code": None,
+            "message": "keepmgr restarted while the Keep was live; the Keep was stopped",
+        }
+    finally:
+        assert again.stop() == 0
+    assert_nothing_left(again)
 
 
 def test_keeps_show_and_rm_unknown_id(keepmgr: Keepmgr) -> None:

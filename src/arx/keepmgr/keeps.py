@@ -1,17 +1,27 @@
 """Keeps as keepmgr sees them: a registry of supervised keepldr processes.
 
 Each Keep is one keepldr child in its own process group (so that stopping a
-Keep stops everything it started), talking over a pipe pair with a CBOR
-sequence of frames. A reader task per Keep turns frames into lifecycle events
-(``arx.protocol.lifecycle``) and answers to the one request in flight; when
-the pipe closes it reaps the process and marks a Keep that did not report its
-exit as failed.
+Keep stops everything it started) and, where the host allows, its own memory
+and pids cgroups (``arx.keepmgr.confine``), talking over a pipe pair with a
+CBOR sequence of frames. A reader task per Keep turns frames into lifecycle
+events (``arx.protocol.lifecycle``) and answers to the one request in flight;
+when the pipe closes it reaps the process, kills whatever is left in the
+Keep's process group and cgroups, removes the cgroups, and marks a Keep that
+did not report its exit as failed.
+
+Every state change is recorded in the state database (``arx.keepmgr.store``).
+When keepmgr starts it reads the Keeps it had. The rule for Keeps that were
+live when keepmgr went away: they are stopped (their control pipes died with
+the old keepmgr, so nothing could drive them on, and the kernel's
+parent-death signal has normally killed them already) and reported as failed
+with ``RESTART_MESSAGE``; none is forgotten and none is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -23,12 +33,18 @@ from arx.errors import (
     ArxError,
     BackendError,
     CapacityError,
+    ForbiddenError,
     KeepFailedError,
     KeepStateError,
+    QuotaError,
     RemoteError,
+    StateError,
     UnknownKeepError,
 )
 from arx.keepldr.backends import get_backend
+from arx.keepmgr.confine import Cgroups, KeepCgroups, KeepLimits, oom_killed
+from arx.keepmgr.metrics import Metrics
+from arx.keepmgr.store import Store
 from arx.protocol import lifecycle
 from arx.protocol.messages import (
     AttestRequest,
@@ -49,9 +65,25 @@ from arx.protocol.messages import (
     is_keep_id,
 )
 
-# Live Keeps one keepmgr supervises at once: each is two Python processes
-# (about 60 MiB together), so this bounds what a flood of creates can take.
-MAX_LIVE_KEEPS = 64
+log = logging.getLogger("arx.keepmgr")
+
+# Live Keeps one keepmgr supervises at once. An idle Keep is two Python
+# processes costing about 60 MiB together, so 256 fit a 24 GiB host with room
+# to spare; operators size it with --max-keeps.
+DEFAULT_MAX_KEEPS = 256
+# Live Keeps one client (one API token) may hold, so that one client cannot
+# take the whole host.
+DEFAULT_MAX_KEEPS_PER_CLIENT = 64
+# Keeps starting at once. Starting a Keep is two Python start-ups; more in
+# parallel only slows every one of them on a small host, so further creates
+# wait their turn (bounded by the API's own cap on requests in flight).
+MAX_STARTING_KEEPS = 8
+# Per-Keep limits the kernel enforces (keepldr and wasmldr together).
+DEFAULT_KEEP_MEMORY_BYTES = 1 << 30
+# Tasks, threads included: wasmldr runs one thread per workload connection
+# (at most arx.wasmldr.server.MAX_CONNECTIONS) plus output pumps.
+DEFAULT_KEEP_PIDS = 128
+DEFAULT_KEEP_NOFILE = 256
 # Finished Keeps kept for ``arx keeps list``; the oldest are forgotten first.
 MAX_FINISHED_KEEPS = 256
 # A Keep that has not said "ready" by then is stuck; it is stopped and failed.
@@ -60,6 +92,42 @@ KEEP_START_TIMEOUT = 30.0
 KEEP_REQUEST_TIMEOUT = 30.0
 # Between SIGTERM and SIGKILL when stopping a Keep's process group.
 STOP_GRACE = 2.0
+# What a client is told to wait before asking again for a Keep when a Keep
+# limit is reached: Keeps usually end within seconds of their workload.
+KEEP_LIMIT_RETRY_AFTER = 5
+# The only environment variables a Keep's processes get from keepmgr's: none
+# can carry a secret. ARX_TEST_MARKER lets the test suite find every process
+# it started.
+KEEP_ENV_PASSTHROUGH = (
+    "PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "ARX_TEST_MARKER",
+)  # fmt: skip
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+RESTART_MESSAGE = "keepmgr restarted while the Keep was live; the Keep was stopped"
+SHUTDOWN_MESSAGE = "keepmgr shut down while the Keep was live"
+OPERATOR = "*operator*"
+
+
+def keep_environment() -> dict[str, str]:
+    env = {name: os.environ[name] for name in KEEP_ENV_PASSTHROUGH if name in os.environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistryConfig:
+    listen_host: str
+    max_workload_bytes: int
+    max_keeps: int = DEFAULT_MAX_KEEPS
+    max_keeps_per_client: int = DEFAULT_MAX_KEEPS_PER_CLIENT
+    limits: KeepLimits = field(
+        default_factory=lambda: KeepLimits(
+            memory_bytes=DEFAULT_KEEP_MEMORY_BYTES,
+            pids=DEFAULT_KEEP_PIDS,
+            nofile=DEFAULT_KEEP_NOFILE,
+        )
+    )
+    # The uid and gid wasmldr runs as (when keepmgr runs as root).
+    keep_user: tuple[int, int] | None = None
 
 
 @dataclass(eq=False)
@@ -67,7 +135,9 @@ class Keep:
     id: str
     backend: str
     created_at: int
-    process: asyncio.subprocess.Process
+    owner: str
+    process: asyncio.subprocess.Process | None = None
+    cgroups: KeepCgroups | None = None
     state: KeepStateName = "starting"
     workload_port: int | None = None
     exit: KeepExit | None = None
@@ -96,74 +166,194 @@ class Keep:
 
 
 class KeepRegistry:
-    def __init__(self, *, listen_host: str, max_workload_bytes: int) -> None:
+    def __init__(
+        self,
+        config: RegistryConfig,
+        *,
+        store: Store,
+        cgroups: Cgroups | None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._keeps: dict[str, Keep] = {}
-        self._listen_host = listen_host
-        self._max_workload_bytes = max_workload_bytes
+        self.config = config
+        self._store = store
+        self._cgroups = cgroups if cgroups is not None and cgroups.available else None
+        self._metrics = metrics
+        self._starting = asyncio.Semaphore(MAX_STARTING_KEEPS)
 
     # -- queries ----------------------------------------------------------
 
-    def list(self) -> list[Keep]:
-        return sorted(self._keeps.values(), key=lambda k: (k.created_at, k.id))
+    def list(self, owner: str = OPERATOR) -> list[Keep]:
+        keeps = sorted(self._keeps.values(), key=lambda k: (k.created_at, k.id))
+        return [k for k in keeps if owner in (OPERATOR, k.owner)]
 
-    def get(self, keep_id: str) -> Keep:
+    def get(self, keep_id: str, owner: str = OPERATOR) -> Keep:
         keep = self._keeps.get(keep_id) if is_keep_id(keep_id) else None
         if keep is None:
             raise UnknownKeepError(f"no Keep with id {keep_id!r}")
+        if owner not in (OPERATOR, keep.owner):
+            raise ForbiddenError(f"the Keep {keep_id} belongs to another client")
         return keep
 
-    def live_count(self) -> int:
-        return sum(1 for k in self._keeps.values() if k.state in lifecycle.LIVE_STATES)
+    def live_count(self, owner: str | None = None) -> int:
+        return sum(
+            1
+            for k in self._keeps.values()
+            if k.state in lifecycle.LIVE_STATES and owner in (None, k.owner)
+        )
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for k in self._keeps.values():
+            counts[k.state] = counts.get(k.state, 0) + 1
+        return counts
+
+    @property
+    def confined_by_cgroups(self) -> bool:
+        return self._cgroups is not None
+
+    # -- restart -------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Loads the recorded Keeps; stops and fails those that were live. Returns their count."""
+        stopped = 0
+        for row in self._store.keeps():
+            info = row.info
+            keep = Keep(
+                id=info.id,
+                backend=info.backend,
+                created_at=info.created_at,
+                owner=row.owner,
+                state=info.state,
+                workload_port=info.workload_port,
+                exit=info.exit,
+            )
+            keep.ready.set()
+            self._keeps[keep.id] = keep
+            leftovers = self._cgroups.existing(keep.id) if self._cgroups else None
+            if leftovers is not None:
+                await asyncio.to_thread(leftovers.remove)
+            if keep.state in lifecycle.LIVE_STATES:
+                if row.pid is not None:
+                    _kill_group_if_ours(row.pid, keep.id)
+                self._fail(keep, RESTART_MESSAGE, reason="keepmgr_restart")
+                stopped += 1
+            else:
+                keep.finished.set()
+        return stopped
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def create(self, backend_name: str) -> Keep:
+    async def create(self, backend_name: str, owner: str) -> Keep:
         get_backend(backend_name)  # Unknown or unavailable backends fail here.
-        if self.live_count() >= MAX_LIVE_KEEPS:
-            raise CapacityError(f"this host already runs its maximum of {MAX_LIVE_KEEPS} Keeps")
+        if self.live_count() >= self.config.max_keeps:
+            raise CapacityError(
+                f"this host already runs its maximum of {self.config.max_keeps} Keeps",
+                limit="keeps_per_host",
+                retry_after=KEEP_LIMIT_RETRY_AFTER,
+            )
+        if owner != OPERATOR and self.live_count(owner) >= self.config.max_keeps_per_client:
+            raise QuotaError(
+                f"this client already has its maximum of {self.config.max_keeps_per_client} "
+                "live Keeps on this host",
+                limit="keeps_per_client",
+                retry_after=KEEP_LIMIT_RETRY_AFTER,
+            )
         self._forget_old()
-        keep_id = "k-" + secrets.token_hex(16)
+        keep = Keep(
+            id="k-" + secrets.token_hex(16),
+            backend=backend_name,
+            created_at=int(time.time()),
+            owner=owner,
+        )
+        # Recorded before anything starts: a Keep the state cannot hold is
+        # refused (to this client only) rather than run unrecorded.
+        self._store.save_keep(keep.info(), owner, None)
+        self._keeps[keep.id] = keep
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "arx.keepldr.main",
-                "--backend",
-                backend_name,
-                "--keep-id",
-                keep_id,
-                "--listen-host",
-                self._listen_host,
-                "--max-workload-bytes",
-                str(self._max_workload_bytes),
-                "--parent-pid",
-                str(os.getpid()),
+            async with self._starting:
+                if keep.state == "starting":
+                    await self._start(keep)
+        except BaseException:
+            await self._stop_processes(keep)
+            self._fail(keep, "the Keep could not be started", reason="start_failed")
+            raise
+        if keep.state == "failed":
+            raise KeepFailedError(
+                f"the Keep failed to start: {keep.exit.message if keep.exit else 'unknown'}"
+            )
+        if self._metrics:
+            self._metrics.creations.inc()
+        return keep
+
+    async def _start(self, keep: Keep) -> None:
+        config = self.config
+        if self._cgroups is not None:
+            try:
+                keep.cgroups = self._cgroups.create(keep.id, config.limits)
+            except OSError as exc:
+                raise BackendError(f"cannot create the Keep's cgroups: {exc}") from exc
+        command = [
+            sys.executable,
+            "-m",
+            "arx.keepldr.main",
+            "--backend",
+            keep.backend,
+            "--keep-id",
+            keep.id,
+            "--listen-host",
+            config.listen_host,
+            "--max-workload-bytes",
+            str(config.max_workload_bytes),
+            "--parent-pid",
+            str(os.getpid()),
+            "--nofile",
+            str(config.limits.nofile),
+            "--memory-bytes",
+            str(config.limits.memory_bytes),
+        ]
+        if keep.cgroups is not None:
+            for path in keep.cgroups.paths:
+                command += ["--cgroup", str(path)]
+        if config.keep_user is not None:
+            command += ["--keep-uid", str(config.keep_user[0])]
+            command += ["--keep-gid", str(config.keep_user[1])]
+        try:
+            keep.process = await asyncio.create_subprocess_exec(
+                *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 # Its own process group: stopping the Keep signals the group,
                 # which holds keepldr and everything it started.
                 start_new_session=True,
                 close_fds=True,
+                env=keep_environment(),
+                cwd="/",
             )
         except OSError as exc:
             raise BackendError(f"cannot start keepldr: {exc}") from exc
-        keep = Keep(id=keep_id, backend=backend_name, created_at=int(time.time()), process=process)
-        self._keeps[keep_id] = keep
-        keep.reader = asyncio.create_task(self._read(keep), name=f"keep-reader-{keep_id}")
+        if keep.cgroups is not None:
+            # keepldr joins them itself before it starts anything; this makes
+            # sure of it from the outside as well.
+            with contextlib.suppress(OSError):
+                keep.cgroups.add(keep.process.pid)
+        self._persist(keep)
+        keep.reader = asyncio.create_task(self._read(keep), name=f"keep-reader-{keep.id}")
         try:
-            await asyncio.wait_for(keep.ready.wait(), KEEP_START_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(keep.ready.wait()), KEEP_START_TIMEOUT)
         except TimeoutError:
             await self._stop_processes(keep)
-            self._fail(keep, f"the Keep did not become ready within {KEEP_START_TIMEOUT:.0f} s")
-        if keep.state == "failed":
-            raise KeepFailedError(
-                f"the Keep failed to start: {keep.exit.message if keep.exit else 'unknown'}"
+            self._fail(
+                keep,
+                f"the Keep did not become ready within {KEEP_START_TIMEOUT:.0f} s",
+                reason="start_timeout",
             )
-        return keep
 
-    async def request(self, keep_id: str, msg: AttestRequest | ProvisionRequest) -> Message:
+    async def request(
+        self, keep_id: str, msg: AttestRequest | ProvisionRequest, owner: str = OPERATOR
+    ) -> Message:
         """Relays one request to the Keep and returns its answer (or raises its error)."""
-        keep = self.get(keep_id)
+        keep = self.get(keep_id, owner)
         kind: lifecycle.Request = "attest" if isinstance(msg, AttestRequest) else "provision"
         async with keep.request_lock:
             lifecycle.check_request(keep.state, kind)
@@ -187,39 +377,63 @@ class KeepRegistry:
             keep.move("provisioned")
         else:
             raise KeepFailedError(f"the Keep answered {kind} with {type(answer).__name__}")
+        self._persist(keep)
         return answer
 
-    async def delete(self, keep_id: str) -> Keep:
-        keep = self.get(keep_id)
+    async def delete(self, keep_id: str, owner: str = OPERATOR) -> Keep:
+        keep = self.get(keep_id, owner)
         await self._stop_processes(keep)
         if keep.state in lifecycle.LIVE_STATES:
-            self._fail(keep, "deleted while live", status="killed")
+            self._fail(keep, "deleted while live", status="killed", reason="deleted")
+        self._store.delete_keep(keep.id)
         self._keeps.pop(keep.id, None)
         return keep
 
     async def shutdown(self) -> None:
         """Stops every Keep this keepmgr started (SIGTERM or SIGINT to keepmgr)."""
-        await asyncio.gather(*(self._stop_processes(k) for k in list(self._keeps.values())))
+        keeps = list(self._keeps.values())
+        await asyncio.gather(*(self._stop_processes(k) for k in keeps))
+        for keep in keeps:
+            if keep.state in lifecycle.LIVE_STATES:
+                self._fail(keep, SHUTDOWN_MESSAGE, status="killed", reason="shutdown")
+        if self._cgroups is not None:
+            self._cgroups.remove_parents()
 
     # -- internals ------------------------------------------------------------
 
+    def _persist(self, keep: Keep) -> None:
+        """Records a Keep's state; a failure is logged, since the Keep itself is fine."""
+        pid = keep.process.pid if keep.process and keep.process.returncode is None else None
+        try:
+            self._store.save_keep(keep.info(), keep.owner, pid)
+        except StateError as exc:
+            log.error("cannot record Keep %s: %s", keep.id, exc.message)
+
     def _send(self, keep: Keep, msg: Message) -> None:
-        stdin = keep.process.stdin
+        stdin = keep.process.stdin if keep.process else None
         if stdin is None or stdin.is_closing():
             raise KeepFailedError("the Keep's control channel is closed")
         stdin.write(encode_frame(msg))
 
-    def _fail(self, keep: Keep, message: str, *, status: ExitStatus = "failed") -> None:
+    def _fail(
+        self, keep: Keep, message: str, *, status: ExitStatus = "failed", reason: str
+    ) -> None:
         if keep.state in lifecycle.LIVE_STATES:
             keep.exit = KeepExit(status=status, message=message)
             keep.move("crashed")
+            if self._metrics:
+                self._metrics.failures.labels(reason).inc()
+            log.info("Keep %s failed (%s): %s", keep.id, reason, message)
+            self._persist(keep)
         keep.ready.set()
         keep.finished.set()
         if keep.pending is not None and not keep.pending.done():
             keep.pending.set_exception(KeepFailedError(message))
 
     async def _read(self, keep: Keep) -> None:
-        stdout = keep.process.stdout
+        process = keep.process
+        assert process is not None
+        stdout = process.stdout
         assert stdout is not None
         decoder = FrameDecoder()
         try:
@@ -230,10 +444,44 @@ class KeepRegistry:
         except ArxError as exc:
             # A Keep that breaks the control protocol is not trusted to go on.
             await self._stop_processes(keep)
-            self._fail(keep, f"the Keep broke the control protocol: {exc.message}")
-        code = await keep.process.wait()
+            self._fail(
+                keep, f"the Keep broke the control protocol: {exc.message}", reason="protocol"
+            )
+        code = await process.wait()
+        await self._cleanup(keep)
         if keep.state in lifecycle.LIVE_STATES:
-            self._fail(keep, f"the Keep's processes ended unexpectedly (exit status {code})")
+            if keep.cgroups is not None and oom_killed(keep.cgroups):
+                limit = self.config.limits.memory_bytes >> 20
+                self._fail(
+                    keep,
+                    f"the Keep exceeded its memory limit of {limit} MiB and was killed",
+                    status="killed",
+                    reason="memory_limit",
+                )
+            else:
+                self._fail(
+                    keep,
+                    f"the Keep's processes ended unexpectedly (exit status {code})",
+                    reason="crashed",
+                )
+        await self._remove_cgroups(keep)
+
+    async def _remove_cgroups(self, keep: Keep) -> None:
+        cgroups, keep.cgroups = keep.cgroups, None
+        if cgroups is not None:
+            # The OOM check above reads them; only now do they go.
+            left = await asyncio.to_thread(cgroups.remove)
+            if left:
+                log.error("cannot remove cgroups of Keep %s: %s", keep.id, left)
+
+    async def _cleanup(self, keep: Keep) -> None:
+        """After keepldr exited: nothing of the Keep may outlive it."""
+        process = keep.process
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if keep.cgroups is not None:
+            await asyncio.to_thread(keep.cgroups.kill_all)
 
     def _on_message(self, keep: Keep, msg: Message) -> None:
         if isinstance(msg, Ready):
@@ -247,11 +495,16 @@ class KeepRegistry:
             if keep.pending is None or keep.pending.done():
                 raise KeepStateError(f"unsolicited {type(msg).__name__} from the Keep")
             keep.pending.set_result(msg)
+            return
         else:
             raise KeepStateError(f"unexpected {type(msg).__name__} from the Keep")
+        self._persist(keep)
 
     async def _stop_processes(self, keep: Keep) -> None:
         process = keep.process
+        if process is None:
+            await self._remove_cgroups(keep)
+            return
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
@@ -263,13 +516,32 @@ class KeepRegistry:
                 await process.wait()
         # keepldr may be gone while its group lives on (its child ignored
         # SIGTERM); the group id is keepldr's pid, so make sure of the rest.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        await self._cleanup(keep)
         if keep.reader is not None and keep.reader is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError):
                 await keep.reader
+        elif keep.reader is None:
+            await self._remove_cgroups(keep)
 
     def _forget_old(self) -> None:
         finished = [k for k in self.list() if k.state in lifecycle.TERMINAL_STATES]
         for keep in finished[: max(0, len(finished) - MAX_FINISHED_KEEPS + 1)]:
             self._keeps.pop(keep.id, None)
+            with contextlib.suppress(StateError):
+                self._store.delete_keep(keep.id)
+
+
+def _kill_group_if_ours(pid: int, keep_id: str) -> None:
+    """Kills a recorded keepldr's process group if that pid still is that Keep's keepldr.
+
+    The pid may have been reused since; the Keep's id on the command line
+    tells the process apart from any other.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().split(b"\0")
+    except OSError:
+        return
+    if keep_id.encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
