@@ -42,6 +42,7 @@ from arx.keepmgr.confine import DEFAULT_CGROUP_PARENT, Cgroups, KeepLimits
 from arx.keepmgr.keeps import KeepRegistry, RegistryConfig
 from arx.keepmgr.listener import (
     DEFAULT_MAX_CONNECTIONS,
+    HEADER_TIMEOUT,
     KEEPALIVE_TIMEOUT,
     MAX_FIELD_SIZE,
     MAX_LINE_SIZE,
@@ -139,6 +140,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--cgroup-parent", default=DEFAULT_CGROUP_PARENT, metavar="NAME",
         help=f"cgroup v1 directory the Keeps' cgroups go under (default {DEFAULT_CGROUP_PARENT})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--provision-timeout", type=float, default=keeps.DEFAULT_PROVISION_TIMEOUT,
+        metavar="SECONDS",
+        help="a Keep no client provisioned within this time is stopped (default "
+        f"{keeps.DEFAULT_PROVISION_TIMEOUT:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--header-timeout", type=float, default=HEADER_TIMEOUT, metavar="SECONDS",
+        help="a connection must send each request's headers within this time "
+        f"(default {HEADER_TIMEOUT:g})",
     )  # fmt: skip
     ops = parser.add_argument_group("operations")
     ops.add_argument(
@@ -240,7 +252,8 @@ class Config:
         self.unix = self.host == "unix"
         for name in (
             "max_workload_mib", "max_keeps", "max_keeps_per_client", "max_requests",
-            "max_connections", "keep_memory_mib", "keep_pids",
+            "max_connections", "keep_memory_mib", "keep_pids", "provision_timeout",
+            "header_timeout",
         ):  # fmt: skip
             if getattr(args, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
@@ -260,6 +273,7 @@ class Config:
         self.log_format: str = args.log_format
         self.max_requests: int = args.max_requests
         self.max_connections: int = args.max_connections
+        self.header_timeout: float = args.header_timeout
         self.keep_user = _keep_user(args.keep_user)
         self.cgroup_parent: str = args.cgroup_parent
         try:
@@ -278,6 +292,7 @@ class Config:
                 nofile=keeps.DEFAULT_KEEP_NOFILE,
             ),
             keep_user=self.keep_user,
+            provision_timeout=args.provision_timeout,
         )
         self.ssl_context = self._ssl_context() if self.tls else None
         # Opening the state checks it (corrupt or newer state stops here).
@@ -465,6 +480,7 @@ async def _serve(config: Config) -> int:
     guard = ConnectionGuard(
         runner.server,
         max_connections=config.max_connections,
+        header_timeout=config.header_timeout,
         on_refused=lambda: metrics.refusals.labels("connections").inc(),
     )
     state.guard = guard

@@ -86,6 +86,9 @@ DEFAULT_KEEP_PIDS = 128
 DEFAULT_KEEP_NOFILE = 256
 # Finished Keeps kept for ``arx keeps list``; the oldest are forgotten first.
 MAX_FINISHED_KEEPS = 256
+# A Keep no client has provisioned by then was abandoned (its client went
+# away between steps); it is stopped and failed so that it frees its quota.
+DEFAULT_PROVISION_TIMEOUT = 120.0
 # A Keep that has not said "ready" by then is stuck; it is stopped and failed.
 KEEP_START_TIMEOUT = 30.0
 # The longest keepmgr waits for a Keep to answer a relayed request.
@@ -128,6 +131,7 @@ class RegistryConfig:
     )
     # The uid and gid wasmldr runs as (when keepmgr runs as root).
     keep_user: tuple[int, int] | None = None
+    provision_timeout: float = DEFAULT_PROVISION_TIMEOUT
 
 
 @dataclass(eq=False)
@@ -146,6 +150,12 @@ class Keep:
     request_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: asyncio.Future[Message] | None = None
     reader: asyncio.Task[None] | None = None
+    # Set once the Keep is provisioned or over: the abandonment watch ends.
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+    watch: asyncio.Task[None] | None = None
+    # Why keepmgr is stopping the Keep, so that the reader, which sees the
+    # processes end first, reports that rather than a crash.
+    stopping: tuple[str, ExitStatus, str] | None = None
 
     def info(self) -> KeepInfo:
         return KeepInfo(
@@ -163,6 +173,8 @@ class Keep:
             self.finished.set()
         if self.state != "starting":
             self.ready.set()
+        if self.state not in ("starting", "ready", "attested"):
+            self.settled.set()
 
 
 class KeepRegistry:
@@ -275,13 +287,13 @@ class KeepRegistry:
                 if keep.state == "starting":
                     await self._start(keep)
         except BaseException:
-            await self._stop_processes(keep)
-            self._fail(keep, "the Keep could not be started", reason="start_failed")
+            await self._stop_and_fail(keep, "the Keep could not be started", reason="start_failed")
             raise
         if keep.state == "failed":
             raise KeepFailedError(
                 f"the Keep failed to start: {keep.exit.message if keep.exit else 'unknown'}"
             )
+        keep.watch = asyncio.create_task(self._watch(keep), name=f"keep-watch-{keep.id}")
         if self._metrics:
             self._metrics.creations.inc()
         return keep
@@ -342,12 +354,23 @@ class KeepRegistry:
         try:
             await asyncio.wait_for(asyncio.shield(keep.ready.wait()), KEEP_START_TIMEOUT)
         except TimeoutError:
-            await self._stop_processes(keep)
-            self._fail(
+            await self._stop_and_fail(
                 keep,
                 f"the Keep did not become ready within {KEEP_START_TIMEOUT:.0f} s",
                 reason="start_timeout",
             )
+
+    async def _watch(self, keep: Keep) -> None:
+        timeout = self.config.provision_timeout
+        try:
+            await asyncio.wait_for(keep.settled.wait(), timeout)
+        except TimeoutError:
+            if keep.state in lifecycle.LIVE_STATES:
+                await self._stop_and_fail(
+                    keep,
+                    f"no client provisioned the Keep within {timeout:g} s",
+                    reason="provision_timeout",
+                )
 
     async def request(
         self, keep_id: str, msg: AttestRequest | ProvisionRequest, owner: str = OPERATOR
@@ -382,9 +405,9 @@ class KeepRegistry:
 
     async def delete(self, keep_id: str, owner: str = OPERATOR) -> Keep:
         keep = self.get(keep_id, owner)
-        await self._stop_processes(keep)
-        if keep.state in lifecycle.LIVE_STATES:
-            self._fail(keep, "deleted while live", status="killed", reason="deleted")
+        if keep.watch is not None:
+            keep.watch.cancel()
+        await self._stop_and_fail(keep, "deleted while live", status="killed", reason="deleted")
         self._store.delete_keep(keep.id)
         self._keeps.pop(keep.id, None)
         return keep
@@ -392,10 +415,15 @@ class KeepRegistry:
     async def shutdown(self) -> None:
         """Stops every Keep this keepmgr started (SIGTERM or SIGINT to keepmgr)."""
         keeps = list(self._keeps.values())
-        await asyncio.gather(*(self._stop_processes(k) for k in keeps))
         for keep in keeps:
-            if keep.state in lifecycle.LIVE_STATES:
-                self._fail(keep, SHUTDOWN_MESSAGE, status="killed", reason="shutdown")
+            if keep.watch is not None:
+                keep.watch.cancel()
+        await asyncio.gather(
+            *(
+                self._stop_and_fail(k, SHUTDOWN_MESSAGE, status="killed", reason="shutdown")
+                for k in keeps
+            )
+        )
         if self._cgroups is not None:
             self._cgroups.remove_parents()
 
@@ -427,6 +455,7 @@ class KeepRegistry:
             self._persist(keep)
         keep.ready.set()
         keep.finished.set()
+        keep.settled.set()
         if keep.pending is not None and not keep.pending.done():
             keep.pending.set_exception(KeepFailedError(message))
 
@@ -450,7 +479,10 @@ class KeepRegistry:
         code = await process.wait()
         await self._cleanup(keep)
         if keep.state in lifecycle.LIVE_STATES:
-            if keep.cgroups is not None and oom_killed(keep.cgroups):
+            if keep.stopping is not None:
+                message, status, reason = keep.stopping
+                self._fail(keep, message, status=status, reason=reason)
+            elif keep.cgroups is not None and oom_killed(keep.cgroups):
                 limit = self.config.limits.memory_bytes >> 20
                 self._fail(
                     keep,
@@ -499,6 +531,15 @@ class KeepRegistry:
         else:
             raise KeepStateError(f"unexpected {type(msg).__name__} from the Keep")
         self._persist(keep)
+
+    async def _stop_and_fail(
+        self, keep: Keep, message: str, *, status: ExitStatus = "failed", reason: str
+    ) -> None:
+        """Stops a Keep's processes; a Keep still live is then failed for ``reason``."""
+        if keep.state in lifecycle.LIVE_STATES and keep.stopping is None:
+            keep.stopping = (message, status, reason)
+        await self._stop_processes(keep)
+        self._fail(keep, message, status=status, reason=reason)
 
     async def _stop_processes(self, keep: Keep) -> None:
         process = keep.process

@@ -40,6 +40,7 @@ from arx.errors import (
     QuotaError,
     RemoteError,
     StateError,
+    TransportError,
     UnknownKeepError,
 )
 from arx.keepldr.backends import BACKENDS
@@ -98,6 +99,7 @@ STATE: web.AppKey[ApiState] = web.AppKey("state", ApiState)
 # The status for each error class, most specific first.
 _STATUS: tuple[tuple[type[ArxError], int], ...] = (
     (ProtocolError, 400),
+    (TransportError, 400),
     (ForbiddenError, 403),
     (AuthError, 401),
     (UnknownKeepError, 404),
@@ -253,6 +255,9 @@ async def _body(request: web.Request, cls: type[M]) -> M:
         raise web.HTTPRequestTimeout(
             reason=f"The body did not arrive within {BODY_READ_TIMEOUT:.0f} s"
         ) from None
+    except ConnectionError as exc:
+        # The client went away mid-body; nothing was done for it.
+        raise TransportError(f"the client disconnected: {exc}") from exc
     return cls.from_cbor(data)
 
 
