@@ -19,7 +19,7 @@ from typing import Any
 from arx import procutil
 from arx.errors import ArxError
 from arx.keepldr.backends import LaunchSpec, get_backend
-from arx.keepmgr.confine import KeepLimits, apply_rlimits
+from arx.keepmgr.confine import KeepLimits, apply_rlimits, namespace_prefix
 from arx.protocol.channel import Channel, private_stdio_channel
 from arx.protocol.messages import ErrorBody, EvidenceRequest
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cgroup", action="append", default=[])
     parser.add_argument("--keep-uid", type=int, default=None)
     parser.add_argument("--keep-gid", type=int, default=None)
+    parser.add_argument("--namespaces", action="store_true")
     args = parser.parse_args(argv)
     procutil.die_with_parent(args.parent_pid)
     upstream = private_stdio_channel()
@@ -69,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             keep_id=args.keep_id,
             listen_host=args.listen_host,
             max_workload_bytes=args.max_workload_bytes,
-            parent_pid=os.getpid(),
+            # In its own pid namespace wasmldr's parent is outside it and
+            # getppid() is 0; the parent-death chain is namespace_prefix's.
+            parent_pid=0 if args.namespaces else os.getpid(),
         )
+        command = backend.wasmldr_command(spec)
+        if args.namespaces:
+            command = namespace_prefix() + command
         keep = subprocess.Popen(
-            backend.wasmldr_command(spec),
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from arx.errors import ArxError, StateError, UsageError
 from arx.keepmgr import keeps
-from arx.keepmgr.confine import DEFAULT_CGROUP_PARENT, Cgroups, KeepLimits
+from arx.keepmgr.confine import DEFAULT_CGROUP_PARENT, Cgroups, KeepLimits, namespaces_work
 from arx.keepmgr.keeps import KeepRegistry, RegistryConfig
 from arx.keepmgr.listener import (
     DEFAULT_MAX_CONNECTIONS,
@@ -138,6 +138,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "account must be able to run this Python and arx); default: keepmgr's own",
     )  # fmt: skip
     limits.add_argument(
+        "--namespaces", choices=("auto", "on", "off"), default="auto",
+        help="run wasmldr in its own user, pid, mount, ipc and uts namespaces "
+        "(auto: where unshare works; default auto)",
+    )  # fmt: skip
+    limits.add_argument(
         "--cgroup-parent", default=DEFAULT_CGROUP_PARENT, metavar="NAME",
         help=f"cgroup v1 directory the Keeps' cgroups go under (default {DEFAULT_CGROUP_PARENT})",
     )  # fmt: skip
@@ -217,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     config = _configure(args)
     if args.check_config:
         print(config.describe())
+        config.cgroups.remove_parents()
         return 0
     return asyncio.run(_serve(config))
 
@@ -276,10 +282,25 @@ class Config:
         self.header_timeout: float = args.header_timeout
         self.keep_user = _keep_user(args.keep_user)
         self.cgroup_parent: str = args.cgroup_parent
+        # Opening the state checks it (corrupt or newer state stops here),
+        # before anything is made on the host.
+        store = Store.open(self.state_dir)
+        self.has_tokens = store.has_tokens()
+        store.close()
         try:
             self.cgroups = Cgroups(args.cgroup_parent)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        self.namespaces_reason = ""
+        if args.namespaces == "off":
+            self.namespaces = False
+            self.namespaces_reason = "off"
+        else:
+            why_not = namespaces_work()
+            if why_not is not None and args.namespaces == "on":
+                raise UsageError(f"--namespaces on: cannot make namespaces here: {why_not}")
+            self.namespaces = why_not is None
+            self.namespaces_reason = why_not or ""
         self.registry = RegistryConfig(
             # Keeps on a Unix-socket keepmgr serve their workload on loopback.
             listen_host="127.0.0.1" if self.unix else self.host,
@@ -293,12 +314,9 @@ class Config:
             ),
             keep_user=self.keep_user,
             provision_timeout=args.provision_timeout,
+            namespaces=self.namespaces,
         )
         self.ssl_context = self._ssl_context() if self.tls else None
-        # Opening the state checks it (corrupt or newer state stops here).
-        store = Store.open(self.state_dir)
-        self.has_tokens = store.has_tokens()
-        store.close()
 
     def _ssl_context(self) -> ssl.SSLContext:
         cert, key = self.tls_cert, self.tls_key
@@ -332,7 +350,12 @@ class Config:
                 if self.cgroups.available
                 else f"rlimits only ({self.cgroups.reason})"
             )
-            + (f", wasmldr as uid {self.keep_user[0]}" if self.keep_user else ""),
+            + (f", wasmldr as uid {self.keep_user[0]}" if self.keep_user else "")
+            + (
+                ", namespaces user+pid+mount+ipc+uts (no net)"
+                if self.namespaces
+                else f", no namespaces ({self.namespaces_reason})"
+            ),
         ]
         if self.tls:
             lines.append(f"tls fingerprint: {self.tls_fingerprint}")

@@ -164,6 +164,50 @@ def oom_killed(cg: KeepCgroups) -> bool:
     return False
 
 
+# The namespaces a software Keep's wasmldr gets (docs/containment.md). No
+# network namespace: the client reaches wasmldr's workload port on the host's
+# loopback, which a private network namespace would hide.
+NAMESPACE_FLAGS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child",
+                   "--mount-proc", "--ipc", "--uts")  # fmt: skip
+NAMESPACE_PROBE_TIMEOUT = 10.0
+
+
+def namespace_prefix() -> list[str]:
+    """The command prefix that starts a program in fresh namespaces.
+
+    ``setpriv --pdeathsig KILL`` makes ``unshare`` die with keepldr (the
+    parent-death signal survives the exec), and ``--kill-child`` makes the
+    program die with ``unshare``: the chain of parent-death signals that keeps
+    a killed keepmgr from leaving orphans stays unbroken.
+    """
+    import shutil
+
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if unshare is None or setpriv is None:
+        raise OSError("unshare or setpriv (util-linux) is not installed")
+    return [setpriv, "--pdeathsig", "KILL", "--", unshare, *NAMESPACE_FLAGS, "--"]
+
+
+def namespaces_work() -> str | None:
+    """None if the namespaces can be made here, else why not."""
+    import subprocess
+
+    try:
+        prefix = namespace_prefix()
+        done = subprocess.run(
+            [*prefix, "true"],
+            capture_output=True,
+            timeout=NAMESPACE_PROBE_TIMEOUT,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        return done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+    return None
+
+
 def apply_rlimits(limits: KeepLimits, *, with_memory: bool) -> None:
     """Called by keepldr on itself before it starts wasmldr, which inherits them."""
     import resource

@@ -132,6 +132,8 @@ class RegistryConfig:
     # The uid and gid wasmldr runs as (when keepmgr runs as root).
     keep_user: tuple[int, int] | None = None
     provision_timeout: float = DEFAULT_PROVISION_TIMEOUT
+    # Whether wasmldr runs in its own user, pid, mount, ipc and uts namespaces.
+    namespaces: bool = False
 
 
 @dataclass(eq=False)
@@ -327,6 +329,8 @@ class KeepRegistry:
         if keep.cgroups is not None:
             for path in keep.cgroups.paths:
                 command += ["--cgroup", str(path)]
+        if config.namespaces:
+            command.append("--namespaces")
         if config.keep_user is not None:
             command += ["--keep-uid", str(config.keep_user[0])]
             command += ["--keep-gid", str(config.keep_user[1])]
