@@ -95,6 +95,11 @@ KEEP_START_TIMEOUT = 30.0
 KEEP_REQUEST_TIMEOUT = 30.0
 # Between SIGTERM and SIGKILL when stopping a Keep's process group.
 STOP_GRACE = 2.0
+# A client deletes its Keep as soon as it has the workload's result, which
+# the Keep sends it just before it reports the exit to keepmgr; a delete of a
+# running Keep waits this long for that report, so that a finished Keep is
+# recorded as exited rather than killed.
+EXIT_REPORT_GRACE = 0.5
 # What a client is told to wait before asking again for a Keep when a Keep
 # limit is reached: Keeps usually end within seconds of their workload.
 KEEP_LIMIT_RETRY_AFTER = 5
@@ -411,6 +416,9 @@ class KeepRegistry:
         keep = self.get(keep_id, owner)
         if keep.watch is not None:
             keep.watch.cancel()
+        if keep.state in ("provisioned", "running"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(keep.finished.wait()), EXIT_REPORT_GRACE)
         await self._stop_and_fail(keep, "deleted while live", status="killed", reason="deleted")
         self._store.delete_keep(keep.id)
         self._keeps.pop(keep.id, None)
