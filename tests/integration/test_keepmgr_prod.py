@@ -557,6 +557,59 @@ def test_a_hung_keep_does_not_hold_up_others_and_can_be_deleted(mgr_factory, tmp
     wait_for(lambda: not keep_pids(mgr, hung.id, "arx.wasmldr.main"), what="wasmldr to go")
 
 
+def _to_step(client: KeepmgrClient, step: str) -> str:
+    keep_id = client.create("nil").id
+    if step in ("attested", "provisioned"):
+        nonce = secrets.token_bytes(32)
+        answer = client.attest(keep_id, AttestRequest(nonce=nonce))
+        if step == "provisioned":
+            rd = crypto.report_data(backend="nil", nonce=nonce, suite="x25519",
+                                    public_key=answer.hpke_public_key)  # fmt: skip
+            _key, der = crypto.make_tls_key()
+            sealed = crypto.seal("x25519", answer.hpke_public_key, der, crypto.provision_info(rd))
+            client.provision(keep_id, ProvisionRequest(sealed_key=sealed))
+    return keep_id
+
+
+@pytest.mark.parametrize("step", ["ready", "attested", "provisioned", "running"])
+def test_sigkill_of_keepmgr_at_each_step(tmp_path, step) -> None:
+    state = tmp_path / "state"
+    mgr = start_keepmgr(tmp_path, state_dir=state)
+    client = KeepmgrClient(mgr.url)
+    deployer = None
+    if step == "running":
+        deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
+                             env=mgr.env)  # fmt: skip
+        (keep_id,) = wait_for(
+            lambda: [k.id for k in client.list().keeps if k.state == "running"], what="running"
+        )
+    else:
+        keep_id = _to_step(client, step)
+    mgr.process.kill()
+    assert mgr.stop() == -signal.SIGKILL
+    if deployer is not None:
+        _out, err = deployer.communicate(timeout=30)
+        assert deployer.returncode == 125, err
+    # The kernel ends every Keep process with keepmgr.
+    wait_for(lambda: marked_pids(mgr.marker) == [], what="no process of the dead keepmgr")
+    again = start_keepmgr(tmp_path, state_dir=state, marker=mgr.marker)
+    try:
+        info = KeepmgrClient(again.url).show(keep_id)
+        assert info.state == "failed"
+        assert info.exit is not None
+        assert info.exit.message == (
+            "keepmgr restarted while the Keep was live; the Keep was stopped"
+        )
+        # The restarted keepmgr is fully usable.
+        hello = arx("deploy", HELLO, "--host", again.url, "--backend", "nil", "--insecure",
+                    env=again.env)  # fmt: skip
+        assert hello.returncode == 0, hello.stderr
+    finally:
+        code = again.stop()
+    assert_nothing_left(again)
+    assert code == 0
+
+
 @pytest.mark.parametrize("step", ["created", "attested"])
 def test_abandoned_keep_is_stopped_after_the_provision_timeout(mgr_factory, tmp_path, step) -> None:
     mgr = start(mgr_factory, tmp_path, "--provision-timeout", "1.5")
@@ -594,6 +647,27 @@ def test_client_disconnecting_during_create(mgr_factory, tmp_path, wait) -> None
     info = wait_for(lambda: (k := client.show(keep.id)).state == "failed" and k, what="timeout")
     assert info.exit is not None
     assert info.exit.message == "no client provisioned the Keep within 2 s"
+
+
+def test_client_gone_while_its_workload_runs_is_bounded_by_the_lifetime(
+    mgr_factory, tmp_path
+) -> None:
+    """A killed client does not stop its workload; --max-lifetime does."""
+    mgr = start(mgr_factory, tmp_path, "--max-lifetime", "4")
+    deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
+                         env=mgr.env)  # fmt: skip
+    client = KeepmgrClient(mgr.url)
+    (keep_id,) = wait_for(
+        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="running"
+    )
+    deployer.kill()
+    deployer.communicate()
+    assert client.show(keep_id).state == "running"
+    info = wait_for(lambda: (k := client.show(keep_id)).state == "failed" and k, what="lifetime")
+    assert info.exit is not None
+    assert info.exit.status == "killed"
+    assert info.exit.message == "the Keep reached its maximum lifetime of 4 s"
+    client.delete(keep_id)
 
 
 def test_flood_of_creates_is_bounded(mgr_factory, tmp_path) -> None:

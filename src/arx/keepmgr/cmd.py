@@ -153,6 +153,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"{keeps.DEFAULT_PROVISION_TIMEOUT:g})",
     )  # fmt: skip
     limits.add_argument(
+        "--max-lifetime", type=float, default=0.0, metavar="SECONDS",
+        help="stop a Keep this long after its creation, whatever it does (default 0: "
+        "no limit)",
+    )  # fmt: skip
+    limits.add_argument(
         "--header-timeout", type=float, default=HEADER_TIMEOUT, metavar="SECONDS",
         help="a connection must send each request's headers within this time "
         f"(default {HEADER_TIMEOUT:g})",
@@ -268,6 +273,8 @@ class Config:
         if auth == "none" and not self.unix and not is_loopback(self.host):
             raise UsageError("--auth none is allowed on Unix sockets and loopback addresses only")
         self.auth = AuthPolicy(tokens=auth == "tokens")
+        if args.max_lifetime < 0:
+            raise UsageError("--max-lifetime must be 0 (no limit) or positive")
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
         self.tls = not self.unix and (args.tls or bool(args.tls_cert) or not is_loopback(self.host))
@@ -314,6 +321,7 @@ class Config:
             ),
             keep_user=self.keep_user,
             provision_timeout=args.provision_timeout,
+            max_lifetime=args.max_lifetime,
             namespaces=self.namespaces,
         )
         self.ssl_context = self._ssl_context() if self.tls else None

@@ -137,6 +137,10 @@ class RegistryConfig:
     # The uid and gid wasmldr runs as (when keepmgr runs as root).
     keep_user: tuple[int, int] | None = None
     provision_timeout: float = DEFAULT_PROVISION_TIMEOUT
+    # The longest a Keep may live from its creation (0: no limit). A client
+    # that disconnects while its workload runs does not stop the workload;
+    # this bounds how long such a Keep holds its quota.
+    max_lifetime: float = 0.0
     # Whether wasmldr runs in its own user, pid, mount, ipc and uts namespaces.
     namespaces: bool = False
 
@@ -371,6 +375,7 @@ class KeepRegistry:
 
     async def _watch(self, keep: Keep) -> None:
         timeout = self.config.provision_timeout
+        born = time.monotonic()
         try:
             await asyncio.wait_for(keep.settled.wait(), timeout)
         except TimeoutError:
@@ -379,6 +384,21 @@ class KeepRegistry:
                     keep,
                     f"no client provisioned the Keep within {timeout:g} s",
                     reason="provision_timeout",
+                )
+            return
+        lifetime = self.config.max_lifetime
+        if lifetime <= 0:
+            return
+        try:
+            left = max(0.0, lifetime - (time.monotonic() - born))
+            await asyncio.wait_for(keep.finished.wait(), left)
+        except TimeoutError:
+            if keep.state in lifecycle.LIVE_STATES:
+                await self._stop_and_fail(
+                    keep,
+                    f"the Keep reached its maximum lifetime of {lifetime:g} s",
+                    status="killed",
+                    reason="lifetime",
                 )
 
     async def request(
