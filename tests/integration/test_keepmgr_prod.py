@@ -7,6 +7,7 @@ fixtures check that no process, cgroup or temporary file is left behind
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import secrets
@@ -240,6 +241,18 @@ class KeepingClient(KeepmgrClient):
 
     def delete(self, keep_id: str):  # type: ignore[no-untyped-def,override]
         self.kept = [*getattr(self, "kept", []), keep_id]
+
+
+def test_silent_connection_is_cut_off_before_the_tls_handshake_too(mgr_factory, tmp_path) -> None:
+    mgr = start(mgr_factory, tmp_path, "--tls", "--header-timeout", "1")
+    parts = urllib.parse.urlsplit(mgr.url)
+    silent = socket.create_connection((parts.hostname, parts.port))
+    silent.settimeout(10)
+    started = time.monotonic()
+    with contextlib.suppress(ConnectionResetError):
+        assert silent.recv(1) == b""
+    assert time.monotonic() - started < 5
+    silent.close()
 
 
 def test_memory_limit_kills_only_that_keep(mgr_factory, tmp_path) -> None:

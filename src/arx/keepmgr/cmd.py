@@ -537,6 +537,9 @@ async def _serve(config: Config) -> int:
                     config.host,
                     int(config.port),
                     ssl=config.ssl_context,
+                    # The header deadline starts after the handshake, so the
+                    # handshake has one of its own.
+                    ssl_handshake_timeout=config.header_timeout if config.ssl_context else None,
                     backlog=LISTEN_BACKLOG,
                     reuse_address=True,
                 )
@@ -548,7 +551,12 @@ async def _serve(config: Config) -> int:
                 await metrics_runner.setup()
                 mhost, mport = config.metrics_listen
                 site = web.TCPSite(metrics_runner, mhost, int(mport))
-                await site.start()
+                try:
+                    await site.start()
+                except OSError as exc:
+                    print(f"arx: cannot serve metrics on {mhost}:{mport}: {exc.strerror}",
+                          file=sys.stderr)  # fmt: skip
+                    return 125
         except OSError as exc:
             print(f"arx: cannot listen on {config.host}:{config.port}: {exc.strerror}",
                   file=sys.stderr)  # fmt: skip
