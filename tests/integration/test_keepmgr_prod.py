@@ -404,6 +404,28 @@ def test_tls_with_pinned_fingerprint(mgr_factory, tmp_path) -> None:
         request(f"http://{parts.hostname}:{parts.port}", "GET", "/v1/keeps")
 
 
+def test_beyond_loopback_is_tls_with_a_self_signed_certificate(mgr_factory, tmp_path) -> None:
+    state = tmp_path / "state"
+    operator, _ = token(state, "ops", operator=True)
+    mgr = start(mgr_factory, tmp_path, "--auth", "tokens", state_dir=state, listen="0.0.0.0:0")
+    assert mgr.url.startswith("https://0.0.0.0:")
+    assert (state / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+    check = arx("keepmgr", "--check-config", "--listen", "0.0.0.0:0", "--state-dir", str(state),
+                "--cgroup-parent", mgr.cgroup_parent + "-check")  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    out = check.stdout.decode()
+    assert "(TLS)" in out
+    fingerprint = out.split("tls fingerprint: ")[1].split()[0]
+    env = dict(mgr.env, ARX_TOKEN=operator)
+    pinned = ("--tls-fingerprint", fingerprint)
+    run = arx("platform", "info", "--host", mgr.url, *pinned, "--json", env=env)
+    assert run.returncode == 0, run.stderr
+    # Without the pin the self-signed certificate is not trusted.
+    unpinned = arx("platform", "info", "--host", mgr.url, env=env)
+    assert unpinned.returncode == 125
+    assert "CERTIFICATE_VERIFY_FAILED" in unpinned.stderr.decode()
+
+
 def test_no_auth_is_refused_beyond_loopback(tmp_path) -> None:
     run = arx("keepmgr", "--listen", "0.0.0.0:0", "--auth", "none",
               "--state-dir", str(tmp_path / "s"))  # fmt: skip
