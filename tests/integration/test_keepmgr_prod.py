@@ -426,6 +426,23 @@ def test_beyond_loopback_is_tls_with_a_self_signed_certificate(mgr_factory, tmp_
     assert "CERTIFICATE_VERIFY_FAILED" in unpinned.stderr.decode()
 
 
+def test_unix_socket_is_private_and_needs_no_token(mgr_factory, tmp_path) -> None:
+    sock = tmp_path / "km.sock"
+    mgr = start(mgr_factory, tmp_path, "--auth", "tokens", listen=f"unix:{sock}")
+    # --auth tokens was asked for here; without it a Unix socket has none.
+    assert sock.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(RemoteError) as refused:
+        KeepmgrClient(mgr.url).list()
+    assert refused.value.status == 401
+    assert mgr.stop() == 0
+    plain = start(mgr_factory, tmp_path, "--auth", "none", listen=f"unix:{sock}")
+    assert KeepmgrClient(plain.url).list().keeps == ()
+    default = arx("keepmgr", "--check-config", "--listen", f"unix:{tmp_path}/other.sock",
+                  "--state-dir", str(tmp_path / "s"),
+                  "--cgroup-parent", "arx-test-unix-check")  # fmt: skip
+    assert "auth: none" in default.stdout.decode()
+
+
 def test_no_auth_is_refused_beyond_loopback(tmp_path) -> None:
     run = arx("keepmgr", "--listen", "0.0.0.0:0", "--auth", "none",
               "--state-dir", str(tmp_path / "s"))  # fmt: skip
