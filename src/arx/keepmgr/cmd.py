@@ -224,7 +224,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.keepmgr_command == "token":
         return _token(args)
-    config = _configure(args)
+    config = Config(args)
     if args.check_config:
         print(config.describe())
         config.cgroups.remove_parents()
@@ -441,10 +441,6 @@ def ensure_self_signed(directory: Path) -> tuple[Path, Path]:
         )
     cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return cert, key
-
-
-def _configure(args: argparse.Namespace) -> Config:
-    return Config(args)
 
 
 def _setup_logging(fmt: str) -> None:

@@ -145,13 +145,6 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 parent.rmdir()
 
-    def children(self) -> list[str]:
-        names: set[str] = set()
-        for parent in self.parents:
-            with contextlib.suppress(OSError):
-                names.update(p.name for p in parent.iterdir() if p.is_dir())
-        return sorted(names)
-
 
 def oom_killed(cg: KeepCgroups) -> bool:
     for path in cg.paths:

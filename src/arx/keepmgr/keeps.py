@@ -231,10 +231,6 @@ class KeepRegistry:
             counts[k.state] = counts.get(k.state, 0) + 1
         return counts
 
-    @property
-    def confined_by_cgroups(self) -> bool:
-        return self._cgroups is not None
-
     # -- restart -------------------------------------------------------------
 
     async def recover(self) -> int:
