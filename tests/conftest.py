@@ -7,6 +7,7 @@ alive afterwards by scanning /proc for the marker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,6 +60,48 @@ def wait_no_marked(marker: str, timeout: float = 10.0) -> list[int]:
         time.sleep(0.05)
 
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_children(parent: str) -> list[str]:
+    """Per-Keep cgroups left under ``parent`` in the memory and pids hierarchies."""
+    left = []
+    for controller in ("memory", "pids"):
+        directory = CGROUP_ROOT / controller / parent
+        if directory.is_dir():
+            left += [f"{controller}/{p.name}" for p in directory.iterdir() if p.is_dir()]
+    return left
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    for controller in ("memory", "pids"):
+        with contextlib.suppress(OSError):
+            (CGROUP_ROOT / controller / parent).rmdir()
+
+
+# Every keepmgr this test process started, for the check after each test.
+STARTED: list[Keepmgr] = []
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_left_behind() -> Iterator[None]:
+    """After every test: no per-Keep cgroup of any keepmgr the test started is left."""
+    yield
+    started, STARTED[:] = list(STARTED), []
+    left = []
+    for mgr in started:
+        if mgr.process.poll() is None:
+            continue  # Still running: the test has not finished with it.
+        left += cgroup_children(mgr.cgroup_parent)
+        remove_cgroup_parent(mgr.cgroup_parent)
+    assert left == [], f"cgroups left behind: {left}"
+
+
+def leaked_tempfiles(tmpdir: Path) -> list[str]:
+    """What keepmgr and its Keeps left in the TMPDIR the test gave them."""
+    return sorted(str(p) for p in tmpdir.iterdir()) if tmpdir.is_dir() else []
+
+
 @dataclass
 class Keepmgr:
     url: str
@@ -66,6 +109,8 @@ class Keepmgr:
     marker: str
     env: dict[str, str]
     state_dir: Path
+    cgroup_parent: str = ""
+    tmpdir: Path | None = None
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -102,12 +147,32 @@ def install_sim_chain(directory: Path) -> None:
         (directory / name).write_bytes(data)
 
 
-def start_keepmgr(tmp_path: Path, *extra: str, listen: str = "127.0.0.1:0") -> Keepmgr:
-    marker = uuid.uuid4().hex
+def start_keepmgr(
+    tmp_path: Path,
+    *extra: str,
+    listen: str = "127.0.0.1:0",
+    state_dir: Path | None = None,
+    marker: str | None = None,
+    stderr: int | None = None,
+) -> Keepmgr:
+    """Starts keepmgr on loopback; without an ``--auth`` in ``extra``, with ``--auth none``.
+
+    Each keepmgr puts its Keeps' cgroups under a parent of its own, so that a
+    test can prove none is left behind.
+    """
+    marker = marker or uuid.uuid4().hex
     home = tmp_path / f"home-{marker[:8]}"
-    install_sim_chain(home / "sim")
+    if not (home / "sim").exists():
+        install_sim_chain(home / "sim")
     env = marked_env(marker, home)
-    state_dir = home / "state"
+    # keepmgr and its Keeps get a TMPDIR of their own that must end up empty.
+    tmpdir = tmp_path / f"tmp-{marker[:8]}"
+    tmpdir.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(tmpdir)
+    state_dir = state_dir or tmp_path / f"state-{marker[:8]}"
+    cgroup_parent = f"arx-test-{marker[:16]}"
+    if "--auth" not in extra:
+        extra = ("--auth", "none", *extra)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -118,10 +183,13 @@ def start_keepmgr(tmp_path: Path, *extra: str, listen: str = "127.0.0.1:0") -> K
             listen,
             "--state-dir",
             str(state_dir),
+            "--cgroup-parent",
+            cgroup_parent,
             *extra,
         ],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        stderr=stderr,
         env=env,
     )
     assert process.stdout is not None
@@ -131,7 +199,30 @@ def start_keepmgr(tmp_path: Path, *extra: str, listen: str = "127.0.0.1:0") -> K
         process.wait()
         raise AssertionError(f"keepmgr did not start: {line!r}")
     url = line.removeprefix("arx keepmgr listening on ").strip()
-    return Keepmgr(url=url, process=process, marker=marker, env=env, state_dir=state_dir)
+    mgr = Keepmgr(
+        url=url,
+        process=process,
+        marker=marker,
+        env=env,
+        state_dir=state_dir,
+        cgroup_parent=cgroup_parent,
+        tmpdir=tmpdir,
+    )
+    STARTED.append(mgr)
+    return mgr
+
+
+def assert_nothing_left(mgr: Keepmgr) -> None:
+    """No process, cgroup or Keep temporary directory of ``mgr`` is left."""
+    leftover = wait_no_marked(mgr.marker)
+    for pid in leftover:
+        os.kill(pid, signal.SIGKILL)
+    cgroups = cgroup_children(mgr.cgroup_parent)
+    remove_cgroup_parent(mgr.cgroup_parent)
+    temps = leaked_tempfiles(mgr.tmpdir) if mgr.tmpdir else []
+    assert leftover == [], f"processes left behind: {leftover}"
+    assert cgroups == [], f"cgroups left behind: {cgroups}"
+    assert temps == [], f"temporary directories left behind: {temps}"
 
 
 @pytest.fixture
@@ -141,10 +232,7 @@ def keepmgr(tmp_path: Path) -> Iterator[Keepmgr]:
         yield mgr
     finally:
         code = mgr.stop()
-        leftover = wait_no_marked(mgr.marker)
-        for pid in leftover:
-            os.kill(pid, signal.SIGKILL)
-        assert leftover == [], f"processes left behind: {leftover}"
+        assert_nothing_left(mgr)
         assert code == 0, f"keepmgr exited with {code}"
 
 

@@ -16,7 +16,11 @@ can turn any of them into one clear line and a stable exit code::
     │   ├── KeepStateError       the request is not valid in the Keep's current state
     │   ├── BackendError         the backend is unknown, unavailable or failed
     │   ├── CapacityError        the host is at a limit; try again later
+    │   │   └── QuotaError       this client is at its own limit; try again later
     │   └── KeepFailedError      the Keep's processes died or misbehaved
+    ├── AuthError                the caller presented no valid credential
+    │   └── ForbiddenError       the credential is valid but not for this Keep or action
+    ├── StateError               keepmgr's state store is unreadable, corrupt or cannot be written
     ├── WorkloadError            the workload itself is unacceptable (invalid Wasm, too large)
     └── AttestationError         evidence could not be trusted
         ├── EvidenceParseError   the evidence bytes do not have the documented structure
@@ -96,11 +100,36 @@ class BackendError(KeepError):
 
 
 class CapacityError(KeepError):
+    """A limit was reached: ``limit`` names it, ``retry_after`` says when to try again (s)."""
+
     code = "capacity"
+
+    def __init__(self, message: str, *, limit: str = "host", retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class QuotaError(CapacityError):
+    """The limit reached is this client's own (HTTP 429), not the host's (503)."""
+
+    code = "quota"
 
 
 class KeepFailedError(KeepError):
     code = "keep_failed"
+
+
+class AuthError(ArxError):
+    code = "unauthenticated"
+
+
+class ForbiddenError(AuthError):
+    code = "forbidden"
+
+
+class StateError(ArxError):
+    code = "state"
 
 
 class WorkloadError(ArxError):

@@ -7,13 +7,16 @@ connection subclass that only changes how the socket is opened.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import socket
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 from typing import TypeVar
 
-from arx.errors import ArxError, RemoteError, TransportError, UsageError
+from arx.errors import ArxError, PinMismatchError, RemoteError, TransportError, UsageError
 from arx.protocol.messages import (
     AttestRequest,
     AttestResponse,
@@ -53,6 +56,44 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a keepmgr whose certificate the client pins by its SHA-256 fingerprint.
+
+    The check runs right after the handshake, before a byte of the request
+    (and so before the API token) is sent.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float, fingerprint: bytes) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._fingerprint = fingerprint
+
+    def connect(self) -> None:
+        super().connect()
+        assert isinstance(self.sock, ssl.SSLSocket)
+        der = self.sock.getpeercert(binary_form=True) or b""
+        if not hmac.compare_digest(hashlib.sha256(der).digest(), self._fingerprint):
+            self.sock.close()
+            raise PinMismatchError(
+                f"keepmgr at {self.host}:{self.port} presented a certificate with another "
+                "fingerprint than the one given"
+            )
+
+
+def parse_fingerprint(value: str) -> bytes:
+    """``sha256:HEX`` (colons between bytes allowed), as ``arx keepmgr`` prints it."""
+    text = value.strip().lower().removeprefix("sha256:").replace(":", "")
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        digest = b""
+    if len(digest) != hashlib.sha256().digest_size:
+        raise UsageError(f"a TLS fingerprint is sha256: and 64 hex digits, not {value!r}")
+    return digest
+
+
 @dataclass(frozen=True, slots=True)
 class HostAddress:
     """Where keepmgr is, and which host name reaches the Keeps it starts."""
@@ -61,6 +102,7 @@ class HostAddress:
     unix_path: str | None
     host: str
     port: int
+    tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> HostAddress:
@@ -72,23 +114,45 @@ class HostAddress:
         if "://" not in url:
             url = "http://" + url
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise UsageError(f"the host URL must be http://HOST:PORT or unix:PATH, not {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"the host URL must be http(s)://HOST:PORT or unix:PATH, not {url!r}")
+        tls = parts.scheme == "https"
         try:
-            port = parts.port or 80
+            port = parts.port or (443 if tls else 80)
         except ValueError as exc:
             raise UsageError(f"invalid port in host URL {url!r}") from exc
-        return cls(url, None, parts.hostname, port)
+        return cls(url, None, parts.hostname, port, tls)
 
 
 class KeepmgrClient:
-    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    """``token`` goes in every request's Authorization header; ``fingerprint`` pins TLS."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = REQUEST_TIMEOUT,
+        token: str | None = None,
+        fingerprint: bytes | None = None,
+    ) -> None:
         self.address = HostAddress.parse(url)
         self.timeout = timeout
+        self.token = token
+        self.fingerprint = fingerprint
+        if fingerprint is not None and not self.address.tls:
+            raise UsageError("a TLS fingerprint needs an https:// host URL")
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.address.unix_path is not None:
             return _UnixConnection(self.address.unix_path, self.timeout)
+        if self.address.tls:
+            if self.fingerprint is not None:
+                return _PinnedHTTPSConnection(
+                    self.address.host, self.address.port, self.timeout, self.fingerprint
+                )
+            return http.client.HTTPSConnection(
+                self.address.host, self.address.port, timeout=self.timeout
+            )
         return http.client.HTTPConnection(
             self.address.host, self.address.port, timeout=self.timeout
         )
@@ -96,6 +160,8 @@ class KeepmgrClient:
     def _call(self, method: str, path: str, body: Message | None, answer: type[M]) -> M:
         conn = self._connection()
         headers = {"Accept": CBOR}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         payload = None
         if body is not None:
             payload = body.to_cbor()
@@ -104,6 +170,8 @@ class KeepmgrClient:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             data = response.read(MAX_RESPONSE_BYTES + 1)
+        except PinMismatchError:
+            raise
         except (OSError, http.client.HTTPException) as exc:
             raise TransportError(f"cannot reach keepmgr at {self.address.url}: {exc}") from exc
         finally:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from arx.client.api import KeepmgrClient
+from arx.client.api import KeepmgrClient, parse_fingerprint
 from arx.client.deploy import DeployOptions, deploy, exit_code
 from arx.client.trust import DeployPolicy
 from arx.client.workload import (
@@ -102,6 +102,57 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="report each deployment step on stderr"
+    )
+
+
+# Where a client finds its API token and keepmgr's TLS fingerprint when no
+# option names them.
+TOKEN_ENV = "ARX_TOKEN"  # noqa: S105 (the name of a variable)
+FINGERPRINT_ENV = "ARX_TLS_FINGERPRINT"
+# An API token file holds one line; anything longer is not a token.
+MAX_TOKEN_FILE = 4096
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, *, host_required: bool) -> None:
+    parser.add_argument(
+        "--host",
+        required=host_required,
+        metavar="URL",
+        help="keepmgr's URL: https://HOST:PORT, http://HOST:PORT (loopback) or unix:PATH",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"file holding the API token the operator issued (default: ${TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--tls-fingerprint",
+        metavar="sha256:HEX",
+        help=f"pin keepmgr's TLS certificate (default: ${FINGERPRINT_ENV})",
+    )
+
+
+def make_client(args: argparse.Namespace, url: str | None = None) -> KeepmgrClient:
+    """The client for ``--host`` (or ``url``), with the credentials the command line gave."""
+    token_file = getattr(args, "token_file", None)
+    token = None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read(MAX_TOKEN_FILE).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the token file {token_file}: {exc}") from exc
+        if not token:
+            raise UsageError(f"the token file {token_file} is empty")
+    elif hasattr(args, "token_file"):
+        token = os.environ.get(TOKEN_ENV) or None
+    pin = getattr(args, "tls_fingerprint", None)
+    if pin is None and hasattr(args, "tls_fingerprint"):
+        pin = os.environ.get(FINGERPRINT_ENV) or None
+    return KeepmgrClient(
+        url or args.host,
+        token=token,
+        fingerprint=parse_fingerprint(pin) if pin else None,
     )
 
 
@@ -247,7 +298,8 @@ def run_deployment(
         if args.verbose:
             print(f"arx: {message}", file=sys.stderr, flush=True)
 
-    result = deploy(KeepmgrClient(url), upload, options, on_output=_write, progress=progress)
+    client = make_client(args, url)
+    result = deploy(client, upload, options, on_output=_write, progress=progress)
     for directory in upload.results.finish(result):
         progress(f"results written to {directory}")
     code, line = exit_code(result.exit)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from arx.client.cmd_common import add_workload_arguments, options_from_args, run_deployment
+from arx.client.cmd_common import (
+    add_connection_arguments,
+    add_workload_arguments,
+    options_from_args,
+    run_deployment,
+)
 from arx.client.trust import DeployPolicy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workload_arguments(parser)
-    parser.add_argument(
-        "--host", required=True, metavar="URL", help="keepmgr's URL: http://HOST:PORT or unix:PATH"
-    )
+    add_connection_arguments(parser, host_required=True)
     parser.add_argument(
         "--backend", required=True, help="the backend to create the Keep on (nil, sim, snp, ...)"
     )

@@ -7,7 +7,7 @@ import datetime
 import json
 from typing import Any
 
-from arx.client.api import KeepmgrClient
+from arx.client.cmd_common import add_connection_arguments, make_client
 from arx.protocol.messages import KeepInfo
 
 
@@ -21,12 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name != "list":
             cmd.add_argument("id", metavar="KEEP_ID")
-        cmd.add_argument(
-            "--host",
-            required=True,
-            metavar="URL",
-            help="keepmgr's URL (http://HOST:PORT or unix:PATH)",
-        )
+        add_connection_arguments(cmd, host_required=True)
         cmd.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -57,7 +52,7 @@ def _created(keep: KeepInfo) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = KeepmgrClient(args.host)
+    client = make_client(args)
     if args.keeps_command == "list":
         keeps = client.list().keeps
         if args.json:

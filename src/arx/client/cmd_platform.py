@@ -6,16 +6,14 @@ import argparse
 import json
 
 from arx import __version__
-from arx.client.api import KeepmgrClient
+from arx.client.cmd_common import add_connection_arguments, make_client
 from arx.protocol.messages import BackendInfo, PlatformInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="platform_command", metavar="ACTION", required=True)
     info = sub.add_parser("info", help="list the backends and whether they are available")
-    info.add_argument(
-        "--host", metavar="URL", help="ask this keepmgr (default: describe this machine)"
-    )
+    add_connection_arguments(info, host_required=False)
     info.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
@@ -34,7 +32,7 @@ def local_platform() -> PlatformInfo:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = KeepmgrClient(args.host).platform() if args.host else local_platform()
+    info = make_client(args).platform() if args.host else local_platform()
     if args.json:
         print(
             json.dumps(

@@ -2,7 +2,10 @@
 
 Starts a private keepmgr on a Unix socket in a fresh private directory,
 deploys the workload through it, then stops keepmgr (which stops its Keeps)
-and removes the directory, whatever happened.
+and removes the directory, whatever happened. That keepmgr runs without API
+tokens, as keepmgr does on Unix sockets: the socket file is 0600 in a 0700
+directory only this user can enter, so no one else can reach it, and
+``arx run`` works with no configuration at all.
 """
 
 from __future__ import annotations

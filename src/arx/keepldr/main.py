@@ -14,12 +14,37 @@ import os
 import subprocess
 import sys
 import threading
+from typing import Any
 
 from arx import procutil
 from arx.errors import ArxError
 from arx.keepldr.backends import LaunchSpec, get_backend
+from arx.keepmgr.confine import KeepLimits, apply_rlimits, namespace_prefix
 from arx.protocol.channel import Channel, private_stdio_channel
 from arx.protocol.messages import ErrorBody, EvidenceRequest
+
+
+def _confine(args: argparse.Namespace) -> None:
+    """Joins the Keep's cgroups and sets its rlimits before anything else starts.
+
+    keepmgr also moves keepldr into the cgroups from outside; doing it here
+    first means wasmldr can never start outside them.
+    """
+    for path in args.cgroup:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+    if args.nofile is not None and args.memory_bytes is not None:
+        limits = KeepLimits(memory_bytes=args.memory_bytes, pids=0, nofile=args.nofile)
+        # Without a memory cgroup, RLIMIT_DATA is the next best bound.
+        apply_rlimits(limits, with_memory=not args.cgroup)
+
+
+def _credentials(args: argparse.Namespace) -> dict[str, Any]:
+    """Popen arguments that run wasmldr as the unprivileged account keepmgr chose."""
+    if args.keep_uid is None:
+        return {}
+    gid = args.keep_gid if args.keep_gid is not None else args.keep_uid
+    return {"user": args.keep_uid, "group": gid, "extra_groups": []}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,27 +55,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-workload-bytes", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--compile-cache", default=None, metavar="DIR")
+    parser.add_argument("--nofile", type=int, default=None)
+    parser.add_argument("--memory-bytes", type=int, default=None)
+    parser.add_argument("--cgroup", action="append", default=[])
+    parser.add_argument("--keep-uid", type=int, default=None)
+    parser.add_argument("--keep-gid", type=int, default=None)
+    parser.add_argument("--namespaces", action="store_true")
     args = parser.parse_args(argv)
     procutil.die_with_parent(args.parent_pid)
     upstream = private_stdio_channel()
     try:
+        _confine(args)
         backend = get_backend(args.backend)
         spec = LaunchSpec(
             keep_id=args.keep_id,
             listen_host=args.listen_host,
             max_workload_bytes=args.max_workload_bytes,
-            parent_pid=os.getpid(),
+            # In its own pid namespace wasmldr's parent is outside it and
+            # getppid() is 0; the parent-death chain is namespace_prefix's.
+            parent_pid=0 if args.namespaces else os.getpid(),
             # Compiled modules on host storage are native code the Keep would
             # run and a copy of the module the host could read, so only a
             # backend that protects nothing from the host uses the cache
             # (docs/workloads.md, "Compile cache").
             compile_cache=None if backend.secure else args.compile_cache,
         )
+        command = backend.wasmldr_command(spec)
+        if args.namespaces:
+            command = namespace_prefix() + command
         keep = subprocess.Popen(
-            backend.wasmldr_command(spec),
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            # keepmgr gave keepldr a minimal environment; wasmldr gets the same.
+            env=dict(os.environ),
+            cwd="/",
+            **_credentials(args),
         )
     except (ArxError, OSError) as exc:
         message = exc.message if isinstance(exc, ArxError) else str(exc)
