@@ -268,8 +268,13 @@ def test_memory_limit_kills_only_that_keep(mgr_factory, tmp_path) -> None:
     keeping = KeepingClient(mgr.url)
     options = DeployOptions(backend="nil", allow_insecure=True, hpke_suite="x25519")
     alloc_upload = Upload(WORKLOADS / "alloc.wasm", "alloc", WorkloadConfig(args=()))
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as broken:
         deploy(keeping, alloc_upload, options, on_output=lambda _s, _d: None)
+    # The client says what the host reports, beside what it saw itself.
+    assert broken.value.message.endswith(
+        "; the host reports the Keep killed (the Keep exceeded its memory limit of 160 MiB "
+        "and was killed)"
+    )
     (keep_id,) = keeping.kept
     info = wait_for(lambda: (k := client.show(keep_id)).state == "failed" and k, what="failed")
     assert info.exit is not None

@@ -15,6 +15,7 @@ import hashlib
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,18 +123,51 @@ def deploy(
                 f"{provisioned.max_workload_bytes}"
             )
         progress(f"sending the workload to port {provisioned.workload_port}")
-        return send_workload(
-            host=client.address.host,
-            port=provisioned.workload_port,
-            expected_spki=crypto.spki(tls_key.public_key()),
-            proof=crypto.key_proof(tls_key_der),
-            body=upload.frames(),
-            on_output=on_output,
-            on_archive=upload.results.write,
-        )
+        try:
+            return send_workload(
+                host=client.address.host,
+                port=provisioned.workload_port,
+                expected_spki=crypto.spki(tls_key.public_key()),
+                proof=crypto.key_proof(tls_key_der),
+                body=upload.frames(),
+                on_output=on_output,
+                on_archive=upload.results.write,
+            )
+        except TransportError as exc:
+            reason = _host_reported_end(client, keep.id)
+            if reason is None:
+                raise
+            raise TransportError(f"{exc.message}; the host reports {reason}") from exc
     finally:
         with contextlib.suppress(ArxError):
             client.delete(keep.id)
+
+
+# How long the client waits for keepmgr to learn how a Keep ended after the
+# Keep's connection broke (keepmgr reaps the Keep within a fraction of that).
+HOST_REPORT_WAIT = 2.0
+
+
+def _host_reported_end(client: KeepmgrClient, keep_id: str) -> str | None:
+    """What keepmgr says ended a Keep whose connection broke (out of memory, deleted...).
+
+    keepmgr is not trusted, so this only explains a failure; it never turns
+    one into a success.
+    """
+    deadline = time.monotonic() + HOST_REPORT_WAIT
+    while True:
+        try:
+            info = client.show(keep_id)
+        except ArxError:
+            return None
+        if info.exit is not None and info.state in ("exited", "failed"):
+            detail = info.exit.message or (
+                f"exit code {info.exit.code}" if info.exit.code is not None else ""
+            )
+            return f"the Keep {info.exit.status}" + (f" ({detail})" if detail else "")
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _pinned_connection(host: str, port: int, expected_spki: bytes) -> ssl.SSLSocket:
@@ -218,7 +252,11 @@ def send_workload(
         # The workload may run for a long time without output.
         sock.settimeout(None)
         return _read_result(sock, conn, on_output, on_archive, sent.digest())
-    except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
+    except h11.ProtocolError as exc:
+        raise TransportError(
+            "the connection to the Keep broke: it closed before it finished answering"
+        ) from exc
+    except (OSError, ssl.SSLError) as exc:
         raise TransportError(f"the connection to the Keep broke: {exc}") from exc
     finally:
         with contextlib.suppress(OSError):

@@ -81,8 +81,11 @@ DEFAULT_MAX_KEEPS_PER_CLIENT = 64
 # parallel only slows every one of them on a small host, so further creates
 # wait their turn (bounded by the API's own cap on requests in flight).
 MAX_STARTING_KEEPS = 8
-# Per-Keep limits the kernel enforces (keepldr and wasmldr together).
-DEFAULT_KEEP_MEMORY_BYTES = 1 << 30
+# Per-Keep limits the kernel enforces (keepldr and wasmldr together). Memory:
+# compiling a large module is the peak (Yosys's 69 MB of Wasm takes 1.3 GiB to
+# compile), so 2 GiB; a limit is a ceiling, not a reservation, and an idle
+# Keep uses under 30 MiB.
+DEFAULT_KEEP_MEMORY_BYTES = 2 << 30
 # Tasks, threads included: wasmldr runs one thread per workload connection
 # (at most arx.wasmldr.server.MAX_CONNECTIONS) plus output pumps.
 DEFAULT_KEEP_PIDS = 128
