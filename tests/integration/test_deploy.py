@@ -393,3 +393,31 @@ def test_both_hpke_suites(keepmgr: Keepmgr, suite: str) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout == b"Hello from a Keep!\n"
+
+
+def test_client_leaving_mid_run_ends_the_keep(keepmgr: Keepmgr) -> None:
+    client = arx_popen(
+        "deploy", str(WORKLOADS / "spin.wasm"), "--host", keepmgr.url, "--backend", "nil",
+        "--insecure", env=keepmgr.env,
+    )  # fmt: skip
+    keep = _wait_state(keepmgr, "running")
+    client.kill()
+    client.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        (info,) = [k for k in keeps(keepmgr) if k["id"] == keep["id"]]
+        if info["state"] != "running":
+            break
+        assert time.monotonic() < deadline, "the Keep kept running without its client"
+        time.sleep(0.1)
+    assert info["state"] == "exited"
+    assert info["exit"] == {
+        "status": "killed",
+        "code": None,
+        "message": "the client disconnected while the workload ran",
+    }
+    assert wait_no_marked(keepmgr.marker + "-none") == []
+    deadline = time.monotonic() + 10
+    while marked_pids(keepmgr.marker) != [keepmgr.process.pid]:
+        assert time.monotonic() < deadline, marked_pids(keepmgr.marker)
+        time.sleep(0.05)

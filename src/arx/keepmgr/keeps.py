@@ -167,9 +167,9 @@ class RegistryConfig:
     # The uid and gid wasmldr runs as (when keepmgr runs as root).
     keep_user: tuple[int, int] | None = None
     provision_timeout: float = DEFAULT_PROVISION_TIMEOUT
-    # The longest a Keep may live from its creation (0: no limit). A client
-    # that disconnects while its workload runs does not stop the workload;
-    # this bounds how long such a Keep holds its quota.
+    # The longest a Keep may live from its creation (0: no limit). A Keep
+    # ends by itself when its client leaves mid-run; this bounds a client
+    # that stays connected with a workload that never ends.
     max_lifetime: float = 0.0
     # Whether wasmldr runs in its own user, pid, mount, ipc and uts namespaces.
     namespaces: bool = False

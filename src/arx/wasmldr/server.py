@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import select
 import shutil
 import socket
 import ssl
@@ -423,7 +424,7 @@ def _receive_and_run(
             stdin_path=stdin_path,
             preopens=preopens,
             limits=workload.limits,
-            on_start=lambda: session.start_clock(workload.limits.wall_time_ms),
+            on_start=lambda: session.start_watching(workload.limits.wall_time_ms),
         )
     except ArxError as exc:
         exit_ = KeepExit(status="failed", message=exc.message)
@@ -469,6 +470,10 @@ class _ArchiveStream:
         self.conn.send(h11.Data(data=encode_frame(ArchiveChunk(mount=self.mount, data=data))))
 
 
+# How often a running Keep checks that its client is still connected.
+PEER_WATCH_INTERVAL = 0.25
+
+
 class _RunSession:
     """The response while the workload runs: output, limits outside the engine, the end.
 
@@ -492,7 +497,9 @@ class _RunSession:
         self._done = False
         self._timer: threading.Timer | None = None
 
-    def start_clock(self, wall_time_ms: int | None) -> None:
+    def start_watching(self, wall_time_ms: int | None) -> None:
+        """Starts what may end the run from outside: the client leaving, the wall clock."""
+        threading.Thread(target=self._watch_peer, name="peer-watch", daemon=True).start()
         if wall_time_ms is None:
             return
         seconds = wall_time_ms / 1000
@@ -500,6 +507,33 @@ class _RunSession:
         self._timer = threading.Timer(seconds, self._abort, args=("timeout", message))
         self._timer.daemon = True
         self._timer.start()
+
+    def _watch_peer(self) -> None:
+        """Ends the Keep when its client goes away while the workload runs.
+
+        The client sends nothing after its request, so any readable event on
+        the connection (end of file, a reset, a TLS close alert) means it left;
+        nobody would receive the output, and the Keep would hold its quota for
+        as long as the workload runs. The check peeks at the TCP socket without
+        consuming anything, so it never competes with TLS for bytes.
+        """
+        try:
+            watcher = socket.socket(fileno=os.dup(self.conn.sock.fileno()))
+        except OSError:
+            return
+        with watcher:
+            while not self._done:
+                try:
+                    readable, _, _ = select.select([watcher], [], [], PEER_WATCH_INTERVAL)
+                    if not readable:
+                        continue
+                    watcher.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                self._abort("killed", "the client disconnected while the workload ran")
+                return
 
     def output(self, stream: StreamName, data: bytes) -> None:
         with self._lock:
