@@ -121,6 +121,8 @@ def bench_execution(
             sys.executable, "-m", "arx", "keepmgr", "--listen", "127.0.0.1:0",
             "--state-dir", str(workdir / "state"),
             "--compile-cache", str(workdir / "exec-cache"),
+            # A private keepmgr on loopback for this measurement only.
+            "--auth", "none",
         ],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

@@ -266,6 +266,17 @@ def _components(tcb: Mapping[str, Any], key: str, what: str) -> tuple[int, ...]:
     return tuple(_svn(c.get("svn"), what) for c in comps)
 
 
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A signed collateral body as a JSON object, strictly parsed."""
+    try:
+        obj = _strict_loads(raw.decode("utf-8"), what)
+    except UnicodeDecodeError as exc:
+        raise EvidenceParseError(f"{what}: not UTF-8") from exc
+    if not isinstance(obj, dict):
+        raise EvidenceParseError(f"{what}: not a JSON object")
+    return obj
+
+
 @dataclass(frozen=True, slots=True)
 class TcbInfo:
     """TCB Info for one FMSPC (Intel PCS API, "TCB Info V2/V3"; SGX and TDX)."""
@@ -284,12 +295,7 @@ class TcbInfo:
     @classmethod
     def from_json(cls, raw: bytes) -> TcbInfo:
         what = "TCB Info"
-        try:
-            obj = _strict_loads(raw.decode("utf-8"), what)
-        except UnicodeDecodeError as exc:
-            raise EvidenceParseError(f"{what}: not UTF-8") from exc
-        if not isinstance(obj, dict):
-            raise EvidenceParseError(f"{what}: not a JSON object")
+        obj = _json_object(raw, what)
         version = _get(obj, "version", int, what)
         if version not in TCB_INFO_VERSIONS:
             raise EvidenceParseError(f"{what}: version {version} is not 2 or 3")
@@ -369,12 +375,7 @@ class QeIdentity:
     @classmethod
     def from_json(cls, raw: bytes) -> QeIdentity:
         what = "QE Identity"
-        try:
-            obj = _strict_loads(raw.decode("utf-8"), what)
-        except UnicodeDecodeError as exc:
-            raise EvidenceParseError(f"{what}: not UTF-8") from exc
-        if not isinstance(obj, dict):
-            raise EvidenceParseError(f"{what}: not a JSON object")
+        obj = _json_object(raw, what)
         version = _get(obj, "version", int, what)
         if version != QE_IDENTITY_VERSION:
             raise EvidenceParseError(f"{what}: version {version} is not 2")

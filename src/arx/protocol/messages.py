@@ -440,11 +440,6 @@ class Exited(Message):
     exit: KeepExit
 
 
-@message
-class Shutdown(Message):
-    """keepmgr asks the Keep to stop (before signals, for a clean exit)."""
-
-
 # ---------------------------------------------------------------------------
 # Workload channel (client <-> wasmldr over the provisioned TLS key)
 
@@ -646,7 +641,6 @@ FRAME_TYPES: dict[str, type[Message]] = {
     "provisioned": ProvisionResponse,
     "workload_started": WorkloadStarted,
     "exited": Exited,
-    "shutdown": Shutdown,
     "error": ErrorBody,
     "workload": Workload,
     "chunk": Chunk,

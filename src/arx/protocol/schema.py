@@ -39,7 +39,7 @@ CHANNELS: tuple[tuple[str, tuple[type[m.Message], ...]], ...] = (
     ),
     (
         "control channel",
-        (m.Ready, m.EvidenceRequest, m.EvidenceReply, m.WorkloadStarted, m.Exited, m.Shutdown),
+        (m.Ready, m.EvidenceRequest, m.EvidenceReply, m.WorkloadStarted, m.Exited),
     ),
     (
         "workload channel",
@@ -101,7 +101,6 @@ EXAMPLES: dict[str, m.Message] = {
     "EvidenceReply": m.EvidenceReply(evidence_kind="none", evidence=b""),
     "WorkloadStarted": m.WorkloadStarted(),
     "Exited": m.Exited(exit=m.KeepExit(status="exited", code=0)),
-    "Shutdown": m.Shutdown(),
     "Workload": m.Workload(
         program="news2.wasm",
         args=("--input", "/in/vitals.csv"),

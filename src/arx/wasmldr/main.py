@@ -37,7 +37,6 @@ from arx.protocol.messages import (
     ProvisionRequest,
     ProvisionResponse,
     Ready,
-    Shutdown,
     WorkloadStarted,
 )
 from arx.wasmldr import server
@@ -101,7 +100,7 @@ def serve(args: argparse.Namespace, channel: Channel) -> int:
     tls_key_der: bytes | None = None
     while tls_key_der is None:
         msg = channel.receive()
-        if msg is None or isinstance(msg, Shutdown):
+        if msg is None:
             return 0
         try:
             if isinstance(msg, AttestRequest):

@@ -73,7 +73,6 @@ class Outcome:
     """What happened to the one workload this Keep accepts."""
 
     exit: KeepExit
-    started: bool
 
 
 class WorkloadGate:
@@ -240,15 +239,15 @@ def _exchange(
         exit_ = _receive_and_run(conn, workdir, gate, on_started)
     except _Rejected as exc:
         conn.respond_error(exc.status, exc.code, exc.message)
-        gate.finish(Outcome(KeepExit(status="failed", message=exc.message), started=False))
+        gate.finish(Outcome(KeepExit(status="failed", message=exc.message)))
         return
     except (OSError, h11.RemoteProtocolError, ssl.SSLError) as exc:
         message = f"the client disconnected before the workload arrived ({type(exc).__name__})"
-        gate.finish(Outcome(KeepExit(status="failed", message=message), started=False))
+        gate.finish(Outcome(KeepExit(status="failed", message=message)))
         return
     finally:
         remove_tree(workdir)
-    gate.finish(Outcome(exit_, started=True))
+    gate.finish(Outcome(exit_))
 
 
 # The workload's private directories that exist now, so that a signal
@@ -608,7 +607,7 @@ class _RunSession:
         # The workload is still running in this process; only ending the
         # process stops it. Writable mounts are discarded with it.
         remove_tree(self.workdir)
-        self.gate.abort(Outcome(exit_, started=True))
+        self.gate.abort(Outcome(exit_))
 
 
 def server_context(cert_pem: bytes, key_pem: bytes, workdir: str) -> ssl.SSLContext:
