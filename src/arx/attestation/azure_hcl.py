@@ -18,6 +18,7 @@ the variable data. Any bytes after it are padding and must be zero.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Mapping
@@ -125,15 +126,4 @@ def verify_hcl(
     details = dict(result.details)
     details["form"] = "azure-hcl"
     details["hcl_runtime_claims"] = hcl.runtime_claims.decode("utf-8", errors="replace")
-    return VerifiedEvidence(
-        kind=result.kind,
-        measurement=result.measurement,
-        report_data=result.report_data,
-        debug=result.debug,
-        signer=result.signer,
-        tcb=result.tcb,
-        tcb_status=result.tcb_status,
-        advisories=result.advisories,
-        chip_id=result.chip_id,
-        details=details,
-    )
+    return dataclasses.replace(result, details=details)

@@ -542,6 +542,17 @@ def _flag(value: bool) -> str:
     return "set" if value else "clear"
 
 
+def _check_flag(check: str, what: str, want: object, have: bool) -> None:
+    """One flag the policy constrains to set, clear, or ``ANY``."""
+    if want is not ANY and want != have:
+        raise VerificationError(
+            check,
+            f"{what} is not as the policy requires",
+            expected=_flag(bool(want)),
+            actual=_flag(have),
+        )
+
+
 def _in_set(check: str, what: str, allowed: frozenset[bytes] | object, actual: bytes) -> None:
     if allowed is ANY:
         return
@@ -583,15 +594,12 @@ def apply_snp_policy(
             actual="set",
         )
     for name, bit in GUEST_POLICY_FLAGS.items():
-        want = policy.guest_policy[name]
-        have = r.policy_bit(bit)
-        if want is not ANY and want != have:
-            raise VerificationError(
-                f"snp.policy.{name}",
-                f"guest POLICY.{name.upper()} (bit {bit}) is not as the policy requires",
-                expected=_flag(bool(want)),
-                actual=_flag(have),
-            )
+        _check_flag(
+            f"snp.policy.{name}",
+            f"guest POLICY.{name.upper()} (bit {bit})",
+            policy.guest_policy[name],
+            r.policy_bit(bit),
+        )
     if r.policy_abi < policy.min_policy_abi:
         raise VerificationError(
             "snp.policy.abi",
@@ -633,14 +641,12 @@ def apply_snp_policy(
         )
 
     for name, want in policy.platform_info.items():
-        have = r.platform_flag(name)
-        if want is not ANY and want != have:
-            raise VerificationError(
-                f"snp.platform_info.{name}",
-                f"PLATFORM_INFO.{name.upper()} is not as the policy requires",
-                expected=_flag(bool(want)),
-                actual=_flag(have),
-            )
+        _check_flag(
+            f"snp.platform_info.{name}",
+            f"PLATFORM_INFO.{name.upper()}",
+            want,
+            r.platform_flag(name),
+        )
 
     if policy.required_mitigations:
         for name, vector in (

@@ -7,6 +7,7 @@ validation) and by keepldr, so it stays free of heavy imports.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,26 @@ class LaunchSpec:
     parent_pid: int
     # The compile cache, on host storage; None runs without one.
     compile_cache: str | None = None
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line form of a ``LaunchSpec``, which keepldr and wasmldr both take.
+
+    ``_wasmldr_process`` writes these; keeping their declaration in one place
+    keeps the writer and the two readers in step.
+    """
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--keep-id", required=True)
+    parser.add_argument("--listen-host", default="127.0.0.1")
+    parser.add_argument("--max-workload-bytes", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--compile-cache",
+        default=None,
+        metavar="DIR",
+        help="directory of compiled modules keyed by module digest, wasmtime version and "
+        "engine configuration (host storage: see docs/workloads.md for what that trusts)",
+    )
 
 
 class Backend(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 
 from arx import procutil
 from arx.errors import ArxError
-from arx.keepldr.backends import LaunchSpec, get_backend
+from arx.keepldr.backends import LaunchSpec, add_launch_arguments, get_backend
 from arx.keepmgr.confine import KeepLimits, apply_rlimits, namespace_prefix
 from arx.protocol.channel import Channel, private_stdio_channel
 from arx.protocol.messages import ErrorBody, EvidenceRequest
@@ -49,12 +49,7 @@ def _credentials(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arx-keepldr", description=__doc__)
-    parser.add_argument("--backend", required=True)
-    parser.add_argument("--keep-id", required=True)
-    parser.add_argument("--listen-host", default="127.0.0.1")
-    parser.add_argument("--max-workload-bytes", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--compile-cache", default=None, metavar="DIR")
+    add_launch_arguments(parser)
     parser.add_argument("--nofile", type=int, default=None)
     parser.add_argument("--memory-bytes", type=int, default=None)
     parser.add_argument("--cgroup", action="append", default=[])

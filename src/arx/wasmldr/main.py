@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 
 from arx import crypto, procutil
 from arx.errors import ArxError
+from arx.keepldr.backends import add_launch_arguments
 from arx.protocol.channel import Channel, private_stdio_channel
 from arx.protocol.messages import (
-    MAX_WORKLOAD_BYTES,
     AttestRequest,
     AttestResponse,
     ErrorBody,
@@ -214,18 +214,7 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arx-wasmldr", description=__doc__)
-    parser.add_argument("--backend", required=True)
-    parser.add_argument("--keep-id", required=True)
-    parser.add_argument("--listen-host", default="127.0.0.1")
-    parser.add_argument("--max-workload-bytes", type=int, default=MAX_WORKLOAD_BYTES)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument(
-        "--compile-cache",
-        default=None,
-        metavar="DIR",
-        help="directory of compiled modules keyed by module digest, wasmtime version and "
-        "engine configuration (host storage: see docs/workloads.md for what that trusts)",
-    )
+    add_launch_arguments(parser)
     args = parser.parse_args(argv)
     # keepmgr stops a Keep with SIGTERM to its process group (then SIGKILL
     # after a grace period), and keepldr's death sends SIGTERM too: either
