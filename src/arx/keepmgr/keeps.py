@@ -484,15 +484,20 @@ class KeepRegistry:
     async def shutdown(self) -> None:
         """Stops every Keep this keepmgr started (SIGTERM or SIGINT to keepmgr)."""
         keeps = list(self._keeps.values())
-        for keep in keeps:
-            if keep.watch is not None:
-                keep.watch.cancel()
+        watches = [k.watch for k in keeps if k.watch is not None]
+        for watch in watches:
+            watch.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
         await asyncio.gather(
             *(
                 self._stop_and_fail(k, SHUTDOWN_MESSAGE, status="killed", reason="shutdown")
                 for k in keeps
             )
         )
+        # Every reader must have released its Keep's resources before
+        # keepmgr exits; one left pending would be cancelled by the loop's end.
+        readers = [k.reader for k in keeps if k.reader is not None]
+        await asyncio.gather(*readers, return_exceptions=True)
         if self._cgroups is not None:
             self._cgroups.remove_parents()
 
@@ -632,8 +637,10 @@ class KeepRegistry:
         # SIGTERM); the group id is keepldr's pid, so make sure of the rest.
         await self._cleanup(keep)
         if keep.reader is not None and keep.reader is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await keep.reader
+            # Shielded: a waiter that is itself cancelled (a watch task at
+            # shutdown) must not cancel the reader while it removes the
+            # Keep's TMPDIR and cgroups.
+            await asyncio.shield(keep.reader)
         elif keep.reader is None:
             await self._release_resources(keep)
 
