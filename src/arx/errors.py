@@ -67,12 +67,24 @@ class MessageError(ProtocolError):
 
 
 class RemoteError(ArxError):
-    """A peer answered with an error body; ``code`` is the peer's code."""
+    """A peer answered with an error body; ``code`` is the peer's code.
 
-    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
+    ``retry_after`` is the peer's ``Retry-After`` in seconds when it refused at
+    a limit that may free up (HTTP 429 or 503), else None.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
+        self.retry_after = retry_after
 
 
 class TransportError(ArxError):

@@ -158,6 +158,45 @@ def test_host_limit_refuses_with_503_naming_the_limit(mgr_factory, tmp_path) -> 
     assert client.create("nil").state == "ready"
 
 
+def test_deploy_waits_for_a_keep_when_asked(mgr_factory, tmp_path) -> None:
+    """--wait: refused at the host's limit, the client asks again as often as
+    Retry-After says, and deploys once the limit frees up."""
+    mgr = start(mgr_factory, tmp_path, "--max-keeps", "1", "--provision-timeout", "3")
+    client = KeepmgrClient(mgr.url)
+    holder = client.create("nil")  # Holds the only slot until its provision timeout.
+    began = time.monotonic()
+    run = arx("deploy", HELLO, "--host", mgr.url, "--backend", "nil", "--insecure",
+              "--wait", "60", env=mgr.env)  # fmt: skip
+    waited = time.monotonic() - began
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == b"Hello from a Keep!\n"
+    notices = [line for line in run.stderr.decode().splitlines() if "waiting" in line]
+    assert notices, run.stderr
+    assert notices[0].startswith("arx: waiting 5 s for a Keep, then asking again: ")
+    assert "maximum of 1 Keeps" in notices[0]
+    # It could only have got the slot after the holder's timeout freed it.
+    assert waited >= 2.5
+    assert client.show(holder.id).state == "failed"
+
+
+def test_deploy_gives_up_when_the_wait_is_over(mgr_factory, tmp_path) -> None:
+    mgr = start(mgr_factory, tmp_path, "--max-keeps", "1")
+    client = KeepmgrClient(mgr.url)
+    client.create("nil")
+    began = time.monotonic()
+    run = arx("deploy", HELLO, "--host", mgr.url, "--backend", "nil", "--insecure",
+              "--wait", "1.5", env=mgr.env)  # fmt: skip
+    waited = time.monotonic() - began
+    assert run.returncode == 125
+    lines = run.stderr.decode().splitlines()
+    # One notice (a 1.5 s pause, all that was left of the wait), then the refusal.
+    assert lines[0].startswith("arx: waiting 1.5 s for a Keep")
+    assert len(lines) == 2
+    assert "maximum of 1 Keeps" in lines[1]
+    assert 1.5 <= waited < 15
+    assert len(client.list().keeps) == 1
+
+
 def test_per_client_limit_is_429_and_does_not_touch_other_clients(mgr_factory, tmp_path) -> None:
     state = tmp_path / "state"
     alice, _ = token(state, "alice")

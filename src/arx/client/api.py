@@ -38,6 +38,9 @@ REQUEST_TIMEOUT = 45.0
 # Responses are single messages bounded like every control message; a host
 # that sends more is not answering in good faith.
 MAX_RESPONSE_BYTES = 1024 * 1024
+# keepmgr is untrusted: a Retry-After beyond an hour is read as an hour, so
+# that a client told to wait never waits longer than a person would.
+MAX_RETRY_AFTER = 3600
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -179,7 +182,7 @@ class KeepmgrClient:
         if len(data) > MAX_RESPONSE_BYTES:
             raise TransportError(f"keepmgr sent a response larger than {MAX_RESPONSE_BYTES} bytes")
         if response.status >= 400:
-            raise _remote_error(response.status, data)
+            raise _remote_error(response.status, data, response.getheader("Retry-After"))
         if response.getheader("Content-Type", "").split(";")[0] != CBOR:
             raise TransportError(f"keepmgr at {self.address.url} did not answer with CBOR")
         return answer.from_cbor(data, limit=MAX_RESPONSE_BYTES)
@@ -208,9 +211,29 @@ class KeepmgrClient:
         return self._call("POST", path, request, ProvisionResponse)
 
 
-def _remote_error(status: int, data: bytes) -> ArxError:
+def _remote_error(status: int, data: bytes, retry_after_header: str | None) -> ArxError:
+    retry_after = parse_retry_after(retry_after_header) if status in (429, 503) else None
     try:
         body = ErrorBody.from_cbor(data)
     except ArxError:
-        return RemoteError("http_error", f"keepmgr answered HTTP {status}", status=status)
-    return RemoteError(body.error, body.message, status=status)
+        return RemoteError(
+            "http_error",
+            f"keepmgr answered HTTP {status}",
+            status=status,
+            retry_after=retry_after,
+        )
+    return RemoteError(body.error, body.message, status=status, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None) -> int | None:
+    """A ``Retry-After`` in delay-seconds (RFC 9110 10.2.3), capped; None if absent or not that.
+
+    keepmgr sends seconds only; the HTTP-date form is not read, since a
+    client's and a host's clocks need not agree.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit() or len(value) > 10:
+        return None
+    return min(int(value), MAX_RETRY_AFTER)

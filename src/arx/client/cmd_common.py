@@ -298,8 +298,11 @@ def run_deployment(
         if args.verbose:
             print(f"arx: {message}", file=sys.stderr, flush=True)
 
+    def notice(message: str) -> None:
+        print(f"arx: {message}", file=sys.stderr, flush=True)
+
     client = make_client(args, url)
-    result = deploy(client, upload, options, on_output=_write, progress=progress)
+    result = deploy(client, upload, options, on_output=_write, progress=progress, notice=notice)
     for directory in upload.results.finish(result):
         progress(f"results written to {directory}")
     code, line = exit_code(result.exit)

@@ -41,6 +41,7 @@ from arx.protocol.messages import (
     FrameDecoder,
     HpkeSuiteName,
     KeepExit,
+    KeepInfo,
     Output,
     ProvisionRequest,
     Result,
@@ -65,6 +66,9 @@ class DeployOptions:
     policy: DeployPolicy = field(default_factory=DeployPolicy)
     allow_insecure: bool = False
     hpke_suite: HpkeSuiteName = "x25519"
+    # How long to keep asking for a Keep while the host refuses at a limit
+    # that may free up (429/503 with Retry-After); 0 fails at the first refusal.
+    wait: float = 0.0
 
 
 def deploy(
@@ -74,10 +78,14 @@ def deploy(
     *,
     on_output: OutputSink,
     progress: Progress = lambda _msg: None,
+    notice: Progress | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Result:
+    """Runs the steps; ``notice`` gets what the user should see without asking (waits)."""
     check_backend_allowed(options.backend, options.policy, allow_insecure=options.allow_insecure)
     progress(f"creating a {options.backend} Keep")
-    keep = client.create(options.backend)
+    keep = create_waiting(client, options, notice=notice or progress, clock=clock, sleep=sleep)
     try:
         nonce = secrets.token_bytes(NONCE_LENGTH)
         progress(f"attesting Keep {keep.id}")
@@ -368,3 +376,35 @@ def exit_code(result_exit: KeepExit) -> tuple[int, str | None]:
     if status == "output_limit":
         return EXIT_OUTPUT_LIMIT, f"output limit: {result_exit.message}"
     return EXIT_ARX_FAILED, f"the workload {status}: {result_exit.message}"
+
+
+# Waiting less than this between attempts would only add load to a host that
+# said it is at a limit (a Retry-After of 0 is read as this).
+MIN_RETRY_PAUSE = 1.0
+
+
+def create_waiting(
+    client: KeepmgrClient,
+    options: DeployOptions,
+    *,
+    notice: Progress,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> KeepInfo:
+    """Creates the Keep, asking again within ``options.wait`` while the host refuses at a limit.
+
+    Only the create step is repeated: a refused create made nothing, so
+    asking again cannot make two Keeps. Any other error, a refusal without
+    ``Retry-After``, or a refusal once the time is up is raised as it came.
+    """
+    deadline = clock() + options.wait
+    while True:
+        try:
+            return client.create(options.backend)
+        except RemoteError as exc:
+            left = deadline - clock()
+            if exc.retry_after is None or left <= 0:
+                raise
+            pause = min(max(float(exc.retry_after), MIN_RETRY_PAUSE), left)
+            notice(f"waiting {round(pause, 1):g} s for a Keep, then asking again: {exc.message}")
+            sleep(pause)
