@@ -353,9 +353,15 @@ def test_keep_processes_get_no_secrets_no_fds_and_their_cgroups(mgr_factory, tmp
         if Path("/sys/fs/cgroup/memory", mgr.cgroup_parent).is_dir():
             assert f"{mgr.cgroup_parent}/{keep.id}" in cgroups
         if module == "arx.wasmldr.main" and "namespaces user+pid" in check_config(mgr):
-            for ns in ("pid", "user", "mnt", "ipc", "uts"):
+            for ns in ("pid", "user", "mnt", "ipc", "uts", "net"):
                 assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
-            assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+            # No network at all: a loopback interface, down, and no route
+            # (the table is empty, or a header without rows).
+            with open(f"/proc/{pid}/net/dev") as f:
+                interfaces = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+            assert interfaces == ["lo"]
+            with open(f"/proc/{pid}/net/route") as f:
+                assert len(f.readlines()) <= 1
         with open(f"/proc/{pid}/limits") as f:
             limits = f.read()
         assert any(line.startswith("Max core file size") and " 0 " in line

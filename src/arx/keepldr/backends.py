@@ -24,6 +24,10 @@ class LaunchSpec:
     parent_pid: int
     # The compile cache, on host storage; None runs without one.
     compile_cache: str | None = None
+    # A TCP socket keepldr bound on ``listen_host`` in the host's network,
+    # inherited by wasmldr, which listens on it once provisioned. wasmldr
+    # itself may then live in a network namespace with no network at all.
+    listen_fd: int | None = None
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +41,12 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--max-workload-bytes", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--listen-fd",
+        type=int,
+        default=None,
+        help="(wasmldr) the bound TCP socket keepldr made for the workload port",
+    )
     parser.add_argument(
         "--compile-cache",
         default=None,
@@ -75,13 +85,12 @@ def _wasmldr_process(backend: str, spec: LaunchSpec) -> list[str]:
         backend,
         "--keep-id",
         spec.keep_id,
-        "--listen-host",
-        spec.listen_host,
         "--max-workload-bytes",
         str(spec.max_workload_bytes),
         "--parent-pid",
         str(spec.parent_pid),
         *(["--compile-cache", spec.compile_cache] if spec.compile_cache else []),
+        *(["--listen-fd", str(spec.listen_fd)] if spec.listen_fd is not None else []),
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,18 @@ def _confine(args: argparse.Namespace) -> None:
         apply_rlimits(limits, with_memory=not args.cgroup)
 
 
+def _bind(host: str) -> socket.socket:
+    """A TCP socket bound to a free port on ``host``; wasmldr starts listening on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _credentials(args: argparse.Namespace) -> dict[str, Any]:
     """Popen arguments that run wasmldr as the unprivileged account keepmgr chose."""
     if args.keep_uid is None:
@@ -62,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _confine(args)
         backend = get_backend(args.backend)
+        # The workload port is bound here, in the host's network, and handed
+        # to wasmldr, so that wasmldr can run in a network namespace with no
+        # network of its own: a Wasm escape finds no interface to use.
+        port = _bind(args.listen_host)
         spec = LaunchSpec(
             keep_id=args.keep_id,
             listen_host=args.listen_host,
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             # backend that protects nothing from the host uses the cache
             # (docs/workloads.md, "Compile cache").
             compile_cache=None if backend.secure else args.compile_cache,
+            listen_fd=port.fileno(),
         )
         command = backend.wasmldr_command(spec)
         if args.namespaces:
@@ -86,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             # keepmgr gave keepldr a minimal environment; wasmldr gets the same.
             env=dict(os.environ),
             cwd="/",
+            pass_fds=(port.fileno(),),
             **_credentials(args),
         )
+        # wasmldr holds the port now; keepldr keeps no way into the workload.
+        port.close()
     except (ArxError, OSError) as exc:
         message = exc.message if isinstance(exc, ArxError) else str(exc)
         print(f"keepldr: cannot start the Keep: {message}", file=sys.stderr)

@@ -148,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     limits.add_argument(
         "--namespaces", choices=("auto", "on", "off"), default="auto",
-        help="run wasmldr in its own user, pid, mount, ipc and uts namespaces "
+        help="run wasmldr in its own user, pid, mount, ipc, uts and network namespaces "
         "(auto: where unshare works; default auto)",
     )  # fmt: skip
     limits.add_argument(
@@ -383,7 +383,7 @@ class Config:
             )
             + (f", wasmldr as uid {self.keep_user[0]}" if self.keep_user else "")
             + (
-                ", namespaces user+pid+mount+ipc+uts (no net)"
+                ", namespaces user+pid+mount+ipc+uts+net"
                 if self.namespaces
                 else f", no namespaces ({self.namespaces_reason})"
             ),

@@ -157,11 +157,11 @@ def oom_killed(cg: KeepCgroups) -> bool:
     return False
 
 
-# The namespaces a software Keep's wasmldr gets (docs/containment.md). No
-# network namespace: the client reaches wasmldr's workload port on the host's
-# loopback, which a private network namespace would hide.
+# The namespaces a software Keep's wasmldr gets (docs/containment.md). The
+# network namespace has only a loopback interface that is down: the workload
+# port is a socket keepldr bound in the host's network and handed over.
 NAMESPACE_FLAGS = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child",
-                   "--mount-proc", "--ipc", "--uts")  # fmt: skip
+                   "--mount-proc", "--ipc", "--uts", "--net")  # fmt: skip
 NAMESPACE_PROBE_TIMEOUT = 10.0
 
 

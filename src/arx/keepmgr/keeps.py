@@ -171,7 +171,7 @@ class RegistryConfig:
     # ends by itself when its client leaves mid-run; this bounds a client
     # that stays connected with a workload that never ends.
     max_lifetime: float = 0.0
-    # Whether wasmldr runs in its own user, pid, mount, ipc and uts namespaces.
+    # Whether wasmldr runs in its own user, pid, mount, ipc, uts and network namespaces.
     namespaces: bool = False
     # Where Keeps on insecure backends keep compiled modules (None: no cache).
     compile_cache: str | None = None

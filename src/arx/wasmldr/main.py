@@ -86,15 +86,28 @@ class KeepSession:
         return self.keys.open(suite, request.sealed_key, crypto.provision_info(report_data))
 
 
-def _listen(host: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    sock.listen(server.MAX_CONNECTIONS)
+def workload_port(fd: int | None) -> socket.socket:
+    """The workload port keepldr bound and handed over, not yet listening.
+
+    The socket belongs to the host's network even where wasmldr runs in a
+    network namespace of its own, so clients reach it there while wasmldr
+    can reach nothing. ``serve`` starts listening only once the Keep is
+    provisioned; before, a connection to the port is refused.
+    """
+    if fd is None:
+        raise ArxError("wasmldr needs the workload port from keepldr (--listen-fd)")
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ArxError(f"--listen-fd {fd} is not a socket: {exc.strerror}") from exc
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        sock.close()
+        raise ArxError(f"--listen-fd {fd} is not a TCP socket")
     return sock
 
 
 def serve(args: argparse.Namespace, channel: Channel) -> int:
+    listener = workload_port(args.listen_fd)
     session = KeepSession(channel, args.backend, args.keep_id)
     channel.send(Ready())
     tls_key_der: bytes | None = None
@@ -128,7 +141,7 @@ def serve(args: argparse.Namespace, channel: Channel) -> int:
     finally:
         os.rmdir(workdir)
 
-    listener = _listen(args.listen_host)
+    listener.listen(server.MAX_CONNECTIONS)
     channel.send(
         ProvisionResponse(
             workload_port=listener.getsockname()[1], max_workload_bytes=args.max_workload_bytes
