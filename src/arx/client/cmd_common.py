@@ -10,6 +10,7 @@ from pathlib import Path
 
 from arx.client.api import KeepmgrClient, parse_fingerprint
 from arx.client.deploy import DeployOptions, deploy, exit_code
+from arx.client.progress import StepDisplay, wants_live_display
 from arx.client.trust import DeployPolicy
 from arx.client.workload import (
     CONFIG_NAME,
@@ -289,22 +290,38 @@ def prepare_upload(args: argparse.Namespace) -> Upload:
 
 
 def run_deployment(
-    url: str, args: argparse.Namespace, options: DeployOptions, upload: Upload | None = None
+    url: str,
+    args: argparse.Namespace,
+    options: DeployOptions,
+    upload: Upload | None = None,
+    display: StepDisplay | None = None,
 ) -> int:
+    """Deploys and reports; ``display`` (made here if not given) shows the steps."""
     if upload is None:
         upload = prepare_upload(args)
+    if display is None:
+        live = wants_live_display(args.verbose)
+        with StepDisplay(verbose=args.verbose, live=live) as own:
+            return run_deployment(url, args, options, upload, own)
 
-    def progress(message: str) -> None:
-        if args.verbose:
-            print(f"arx: {message}", file=sys.stderr, flush=True)
-
-    def notice(message: str) -> None:
-        print(f"arx: {message}", file=sys.stderr, flush=True)
+    def write(stream: StreamName, data: bytes) -> None:
+        # The status line goes before the workload's first byte, for good.
+        display.stop()
+        _write(stream, data)
 
     client = make_client(args, url)
-    result = deploy(client, upload, options, on_output=_write, progress=progress, notice=notice)
+    result = deploy(
+        client,
+        upload,
+        options,
+        on_output=write,
+        progress=display.step,
+        notice=display.notice,
+        on_sent=display.sent,
+    )
+    display.stop()
     for directory in upload.results.finish(result):
-        progress(f"results written to {directory}")
+        display.step(f"results written to {directory}")
     code, line = exit_code(result.exit)
     if line is not None:
         print(f"arx: {line}", file=sys.stderr)

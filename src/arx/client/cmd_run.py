@@ -27,7 +27,10 @@ from arx.client.cmd_common import (
     prepare_upload,
     run_deployment,
 )
+from arx.client.deploy import DeployOptions
+from arx.client.progress import StepDisplay, wants_live_display
 from arx.client.trust import DeployPolicy, local_sim_anchors
+from arx.client.workload import Upload
 from arx.errors import ArxError
 
 # How long the private keepmgr may take to start listening.
@@ -80,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
         allow_insecure=args.backend == "nil",
         policy=run_policy(args.backend),
     )
+    with StepDisplay(verbose=args.verbose, live=wants_live_display(args.verbose)) as display:
+        display.step("starting a private keepmgr")
+        return _run_private(args, options, upload, display)
+
+
+def _run_private(
+    args: argparse.Namespace, options: DeployOptions, upload: Upload, display: StepDisplay
+) -> int:
     workdir = tempfile.mkdtemp(prefix="arx-run-")
     socket_path = os.path.join(workdir, "keepmgr.sock")
     keepmgr = subprocess.Popen(
@@ -101,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         _wait_listening(keepmgr)
-        return run_deployment(f"unix:{socket_path}", args, options, upload)
+        return run_deployment(f"unix:{socket_path}", args, options, upload, display)
     finally:
         _stop(keepmgr)
         shutil.rmtree(workdir, ignore_errors=True)

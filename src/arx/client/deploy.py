@@ -58,6 +58,7 @@ SEND_BATCH_BYTES = 1024 * 1024
 OutputSink = Callable[[StreamName, bytes], None]
 ArchiveSink = Callable[[int, bytes], None]
 Progress = Callable[[str], None]
+SentSink = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,10 +80,15 @@ def deploy(
     on_output: OutputSink,
     progress: Progress = lambda _msg: None,
     notice: Progress | None = None,
+    on_sent: SentSink = lambda _done, _total: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Result:
-    """Runs the steps; ``notice`` gets what the user should see without asking (waits)."""
+    """Runs the steps.
+
+    ``progress`` gets each step as it starts, ``notice`` what the user should
+    see without asking (waits), ``on_sent`` the upload's bytes so far.
+    """
     check_backend_allowed(options.backend, options.policy, allow_insecure=options.allow_insecure)
     progress(f"creating a {options.backend} Keep")
     keep = create_waiting(client, options, notice=notice or progress, clock=clock, sleep=sleep)
@@ -140,6 +146,8 @@ def deploy(
                 body=upload.frames(),
                 on_output=on_output,
                 on_archive=upload.results.write,
+                progress=progress,
+                on_sent=lambda done: on_sent(done, upload.total_bytes),
             )
         except TransportError as exc:
             reason = _host_reported_end(client, keep.id)
@@ -213,6 +221,8 @@ def send_workload(
     body: Iterable[bytes],
     on_output: OutputSink,
     on_archive: ArchiveSink = lambda _mount, _data: None,
+    progress: Progress = lambda _msg: None,
+    on_sent: Callable[[int], None] = lambda _done: None,
 ) -> Result:
     """Streams ``body`` (chunked: its size need not be known) and relays what comes back.
 
@@ -237,6 +247,7 @@ def send_workload(
             sock.sendall(conn.send(request) or b"")
             pending: list[bytes] = []
             pending_size = 0
+            total_sent = 0
             for frame in body:
                 sent.update(frame)
                 pending.append(frame)
@@ -245,10 +256,15 @@ def send_workload(
                 # keeps the per-call overhead of TLS records low.
                 if pending_size >= SEND_BATCH_BYTES:
                     sock.sendall(conn.send(h11.Data(data=b"".join(pending))) or b"")
+                    total_sent += pending_size
+                    on_sent(total_sent)
                     pending, pending_size = [], 0
             if pending:
                 sock.sendall(conn.send(h11.Data(data=b"".join(pending))) or b"")
+                on_sent(total_sent + pending_size)
             sock.sendall(conn.send(h11.EndOfMessage()) or b"")
+            # The Keep answers once it has compiled (or loaded) the module.
+            progress("waiting for the Keep to start the workload")
         except OSError as exc:
             # The Keep may have refused the request before reading all of it;
             # its answer, if it sent one, says why better than the broken pipe.
@@ -259,7 +275,7 @@ def send_workload(
                 raise exc from None
         # The workload may run for a long time without output.
         sock.settimeout(None)
-        return _read_result(sock, conn, on_output, on_archive, sent.digest())
+        return _read_result(sock, conn, on_output, on_archive, sent.digest(), progress=progress)
     except h11.ProtocolError as exc:
         raise TransportError(
             "the connection to the Keep broke: it closed before it finished answering"
@@ -287,10 +303,14 @@ def _read_result(
     on_output: OutputSink,
     on_archive: ArchiveSink,
     sent_sha256: bytes,
+    *,
+    progress: Progress = lambda _msg: None,
 ) -> Result:
     response = _next_event(sock, conn)
     if not isinstance(response, h11.Response):
         raise TransportError("the Keep closed the connection without answering")
+    if response.status_code == 200:
+        progress("the workload is running")
     if response.status_code != 200:
         data = b""
         while isinstance(event := _next_event(sock, conn), h11.Data):
