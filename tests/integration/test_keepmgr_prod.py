@@ -601,17 +601,7 @@ def test_sigkill_of_a_keep_process_at_each_step(mgr_factory, tmp_path, victim, s
             what="second running Keep",
         )[0]
     else:
-        keep_id = client.create("nil").id
-        if step in ("attested", "provisioned"):
-            nonce = secrets.token_bytes(32)
-            answer = client.attest(keep_id, AttestRequest(nonce=nonce))
-            if step == "provisioned":
-                rd = crypto.report_data(backend="nil", keep_id=keep_id, nonce=nonce, suite="x25519",
-                                        public_key=answer.hpke_public_key)  # fmt: skip
-                _key, der = crypto.make_tls_key()
-                sealed = crypto.seal("x25519", answer.hpke_public_key, der,
-                                     crypto.provision_info(rd))  # fmt: skip
-                client.provision(keep_id, ProvisionRequest(sealed_key=sealed))
+        keep_id = _to_step(client, step)
     assert client.show(keep_id).state == ("running" if step == "running" else step)
     (pid,) = keep_pids(mgr, keep_id, victim)
     os.kill(pid, signal.SIGKILL)
@@ -725,6 +715,20 @@ def test_abandoned_keep_is_stopped_after_the_provision_timeout(mgr_factory, tmp_
     assert info.exit is not None
     assert info.exit.message == "no client provisioned the Keep within 1.5 s"
     wait_for(lambda: not keep_pids(mgr, keep_id, "arx.keepldr.main"), what="keepldr to end")
+
+
+def test_a_provisioned_keep_that_gets_no_workload_ends_itself(mgr_factory, tmp_path) -> None:
+    """The client provisioned the Keep and vanished: the same timeout bounds the wait."""
+    mgr = start(mgr_factory, tmp_path, "--provision-timeout", "1.5")
+    client = KeepmgrClient(mgr.url)
+    keep_id = _to_step(client, "provisioned")
+    started = time.monotonic()
+    info = wait_for(lambda: (k := client.show(keep_id)).exit is not None and k, what="the end")
+    assert info.exit is not None
+    assert info.exit.status == "failed"
+    assert info.exit.message == "no workload arrived within 1.5 s"
+    assert time.monotonic() - started < 10
+    wait_for(lambda: not keep_pids(mgr, keep_id, "arx.wasmldr.main"), what="wasmldr to end")
 
 
 @pytest.mark.parametrize("wait", [0.0, 0.3])

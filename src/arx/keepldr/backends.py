@@ -15,6 +15,11 @@ from typing import Protocol
 from arx.errors import BackendError
 from arx.protocol.messages import EvidenceReply
 
+# How long a provisioned Keep waits for its client to connect and send the
+# workload before it gives up and ends: a Keep nobody uses must not live on.
+# keepmgr passes its --provision-timeout instead.
+DEFAULT_WORKLOAD_WAIT = 120.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LaunchSpec:
@@ -28,6 +33,7 @@ class LaunchSpec:
     # inherited by wasmldr, which listens on it once provisioned. wasmldr
     # itself may then live in a network namespace with no network at all.
     listen_fd: int | None = None
+    workload_wait: float = DEFAULT_WORKLOAD_WAIT
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +47,13 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-host", default="127.0.0.1")
     parser.add_argument("--max-workload-bytes", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--workload-wait",
+        type=float,
+        default=DEFAULT_WORKLOAD_WAIT,
+        metavar="SECONDS",
+        help="how long a provisioned Keep waits for its workload before it ends",
+    )
     parser.add_argument(
         "--listen-fd",
         type=int,
@@ -89,6 +102,8 @@ def _wasmldr_process(backend: str, spec: LaunchSpec) -> list[str]:
         str(spec.max_workload_bytes),
         "--parent-pid",
         str(spec.parent_pid),
+        "--workload-wait",
+        str(spec.workload_wait),
         *(["--compile-cache", spec.compile_cache] if spec.compile_cache else []),
         *(["--listen-fd", str(spec.listen_fd)] if spec.listen_fd is not None else []),
     ]

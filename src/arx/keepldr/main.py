@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             # (docs/workloads.md, "Compile cache").
             compile_cache=None if backend.secure else args.compile_cache,
             listen_fd=port.fileno(),
+            workload_wait=args.workload_wait,
         )
         command = backend.wasmldr_command(spec)
         if args.namespaces:

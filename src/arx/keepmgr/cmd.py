@@ -158,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--provision-timeout", type=float, default=keeps.DEFAULT_PROVISION_TIMEOUT,
         metavar="SECONDS",
-        help="a Keep no client provisioned within this time is stopped (default "
+        help="a Keep no client provisioned within this time, or whose client sent no "
+        "workload within this time after provisioning, is stopped (default "
         f"{keeps.DEFAULT_PROVISION_TIMEOUT:g})",
     )  # fmt: skip
     limits.add_argument(

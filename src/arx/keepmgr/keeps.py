@@ -362,6 +362,10 @@ class KeepRegistry:
             str(config.max_workload_bytes),
             "--parent-pid",
             str(os.getpid()),
+            # The same bound after provisioning: a client that provisioned
+            # the Keep and then vanished must not hold it longer.
+            "--workload-wait",
+            str(config.provision_timeout),
             "--nofile",
             str(config.limits.nofile),
             "--memory-bytes",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import socket
 import ssl
@@ -40,10 +41,6 @@ from arx.protocol.messages import (
     WorkloadStarted,
 )
 from arx.wasmldr import server
-
-# How long a provisioned Keep waits for its client to connect and send the
-# workload before it gives up and ends; a Keep nobody uses must not live on.
-WORKLOAD_WAIT_TIMEOUT = 120.0
 
 
 class KeepSession:
@@ -148,7 +145,13 @@ def serve(args: argparse.Namespace, channel: Channel) -> int:
         )
     )
     exit_ = _accept_workload(
-        listener, context, tls_key_der, args.max_workload_bytes, channel, args.compile_cache
+        listener,
+        context,
+        tls_key_der,
+        channel,
+        max_body=args.max_workload_bytes,
+        compile_cache=args.compile_cache,
+        wait=args.workload_wait,
     )
     channel.send(Exited(exit=exit_))
     return 0
@@ -167,20 +170,29 @@ def _end_keep(channel: Channel, outcome: server.Outcome) -> None:
         os._exit(0)
 
 
-def _accept_workload(  # noqa: PLR0917 (one call site, each argument named there)
+def _accept_workload(
     listener: socket.socket,
     context: ssl.SSLContext,
     tls_key_der: bytes,
-    max_body: int,
     channel: Channel,
+    *,
+    max_body: int,
     compile_cache: str | None,
+    wait: float,
 ) -> KeepExit:
     gate = server.WorkloadGate(
         compile_cache=compile_cache, on_abort=lambda outcome: _end_keep(channel, outcome)
     )
     proof = crypto.key_proof(tls_key_der)
-    deadline = time.monotonic() + WORKLOAD_WAIT_TIMEOUT
+    deadline = time.monotonic() + wait
     slots = threading.BoundedSemaphore(server.MAX_CONNECTIONS)
+
+    # Each finished connection writes a byte here, so that the loop below
+    # sees a finished workload at once instead of at its next timeout: the
+    # Keep reports its exit, and keepmgr frees it, without delay. The pipe
+    # stays open until the process ends, since handlers of other connections
+    # may still be finishing.
+    wake_r, wake_w = os.pipe()
 
     def handle(conn: socket.socket) -> None:
         try:
@@ -194,26 +206,38 @@ def _accept_workload(  # noqa: PLR0917 (one call site, each argument named there
             )
         finally:
             slots.release()
+            os.write(wake_w, b"\0")
 
-    listener.settimeout(0.2)
-    while not gate.done.is_set():
-        # Past the deadline with nobody having claimed the Keep, claim it
-        # ourselves so that no late request can start a workload, and end.
-        if time.monotonic() > deadline and gate.claim():
-            listener.close()
-            return KeepExit(
-                status="failed",
-                message=f"no workload arrived within {WORKLOAD_WAIT_TIMEOUT:.0f} s",
+    listener.setblocking(False)
+    try:
+        while not gate.done.is_set():
+            left = deadline - time.monotonic()
+            # Past the deadline with nobody having claimed the Keep, claim it
+            # ourselves so that no late request can start a workload, and end.
+            if left <= 0 and gate.claim():
+                return KeepExit(
+                    status="failed",
+                    message=f"no workload arrived within {wait:g} s",
+                )
+            # Once a workload has the Keep, only the wake-up matters: no timeout.
+            ready, _, _ = select.select(
+                [listener.fileno(), wake_r], [], [], left if left > 0 else None
             )
-        try:
-            conn, _addr = listener.accept()
-        except TimeoutError:
-            continue
-        if not slots.acquire(blocking=False):
-            conn.close()  # Too many connections at once; the client will retry.
-            continue
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
-    listener.close()
+            if wake_r in ready:
+                os.read(wake_r, 4096)
+            if listener.fileno() not in ready:
+                continue
+            try:
+                conn, _addr = listener.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                continue
+            conn.setblocking(True)
+            if not slots.acquire(blocking=False):
+                conn.close()  # Too many connections at once; the client will retry.
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    finally:
+        listener.close()
     assert gate.outcome is not None
     return gate.outcome.exit
 
