@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -134,6 +135,34 @@ def keep_pids(mgr: Keepmgr, keep_id: str, module: str) -> list[int]:
         if python and module.encode() in cmdline and keep_id.encode() in cmdline:
             pids.append(pid)
     return pids
+
+
+def _assert_host_files_read_only(pid: int, environ: list[bytes]) -> None:
+    """In wasmldr's namespaces every mount is read-only but the Keep's TMPDIR and compile cache."""
+    (tmpdir,) = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"TMPDIR=")]
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = f.read().decode().split("\0")
+    writable = {tmpdir, argv[argv.index("--compile-cache") + 1]}
+    with open(f"/proc/{pid}/mountinfo") as f:
+        # Field 5 is the mount point, field 6 its own options.
+        mounts = {fields[4]: fields[5].split(",") for fields in map(str.split, f)}
+    assert writable <= mounts.keys()
+    for point, options in mounts.items():
+        assert ("rw" if point in writable else "ro") in options, (point, options)
+    # The same seen by a process that joins wasmldr's user and mount namespaces:
+    # as root there, it writes the TMPDIR and nothing else.
+    probe = "import sys, os\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'x').close()\n" \
+            "        print(p, 'written'); os.unlink(p)\n    except OSError as e:\n" \
+            "        print(p, e.strerror)\n"  # fmt: skip
+    targets = [f"{tmpdir}/probe", "/probe", "/sys/fs/cgroup/memory/probe", "/dev/shm/probe"]
+    done = subprocess.run(
+        ["nsenter", f"--target={pid}", "--user", "--mount", sys.executable, "-c", probe, *targets],
+        capture_output=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert done.stdout.decode().splitlines() == [
+        f"{tmpdir}/probe written",
+        *(f"{t} Read-only file system" for t in targets[1:]),
+    ]
 
 
 # -- quotas ---------------------------------------------------------------------
@@ -362,6 +391,7 @@ def test_keep_processes_get_no_secrets_no_fds_and_their_cgroups(mgr_factory, tmp
             assert interfaces == ["lo"]
             with open(f"/proc/{pid}/net/route") as f:
                 assert len(f.readlines()) <= 1
+            _assert_host_files_read_only(pid, environ)
         with open(f"/proc/{pid}/limits") as f:
             limits = f.read()
         assert any(line.startswith("Max core file size") and " 0 " in line

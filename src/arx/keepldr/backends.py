@@ -34,6 +34,9 @@ class LaunchSpec:
     # itself may then live in a network namespace with no network at all.
     listen_fd: int | None = None
     workload_wait: float = DEFAULT_WORKLOAD_WAIT
+    # Whether wasmldr makes the host's mounts read-only in its own mount
+    # namespace (arx.wasmldr.readonly); only where it has one.
+    read_only_root: bool = False
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +56,11 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_WORKLOAD_WAIT,
         metavar="SECONDS",
         help="how long a provisioned Keep waits for its workload before it ends",
+    )
+    parser.add_argument(
+        "--read-only-root",
+        action="store_true",
+        help="(wasmldr, in its own namespaces) make every host mount read-only but its own",
     )
     parser.add_argument(
         "--listen-fd",
@@ -106,6 +114,7 @@ def _wasmldr_process(backend: str, spec: LaunchSpec) -> list[str]:
         str(spec.workload_wait),
         *(["--compile-cache", spec.compile_cache] if spec.compile_cache else []),
         *(["--listen-fd", str(spec.listen_fd)] if spec.listen_fd is not None else []),
+        *(["--read-only-root"] if spec.read_only_root else []),
     ]
 
 

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             compile_cache=None if backend.secure else args.compile_cache,
             listen_fd=port.fileno(),
             workload_wait=args.workload_wait,
+            read_only_root=args.namespaces,
         )
         command = backend.wasmldr_command(spec)
         if args.namespaces:

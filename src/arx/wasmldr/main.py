@@ -41,6 +41,7 @@ from arx.protocol.messages import (
     WorkloadStarted,
 )
 from arx.wasmldr import server
+from arx.wasmldr.readonly import make_read_only_except
 
 
 class KeepSession:
@@ -260,10 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     procutil.die_with_parent(args.parent_pid, signal.SIGTERM)
     channel = private_stdio_channel()
     try:
+        if args.read_only_root:
+            make_read_only_except(_writable_dirs(args))
         return serve(args, channel)
     except ArxError as exc:
         print(f"wasmldr: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _writable_dirs(args: argparse.Namespace) -> list[str]:
+    """What wasmldr writes: the Keep's TMPDIR, and the compile cache if there is one."""
+    dirs = [tempfile.gettempdir()]
+    if args.compile_cache is not None and os.path.isdir(args.compile_cache):
+        dirs.append(args.compile_cache)
+    return dirs
 
 
 if __name__ == "__main__":
