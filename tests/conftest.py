@@ -61,12 +61,13 @@ def wait_no_marked(marker: str, timeout: float = 10.0) -> list[int]:
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "pids", "cpu")
 
 
 def cgroup_children(parent: str) -> list[str]:
-    """Per-Keep cgroups left under ``parent`` in the memory and pids hierarchies."""
+    """Per-Keep cgroups left under ``parent`` in the memory, pids and cpu hierarchies."""
     left = []
-    for controller in ("memory", "pids"):
+    for controller in CONTROLLERS:
         directory = CGROUP_ROOT / controller / parent
         if directory.is_dir():
             left += [f"{controller}/{p.name}" for p in directory.iterdir() if p.is_dir()]
@@ -74,7 +75,7 @@ def cgroup_children(parent: str) -> list[str]:
 
 
 def remove_cgroup_parent(parent: str) -> None:
-    for controller in ("memory", "pids"):
+    for controller in CONTROLLERS:
         with contextlib.suppress(OSError):
             (CGROUP_ROOT / controller / parent).rmdir()
 

@@ -357,6 +357,44 @@ def test_memory_limit_kills_only_that_keep(mgr_factory, tmp_path) -> None:
     spinner.communicate()
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        # utime and stime, fields 14 and 15, after the parenthesised command.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_cpu_limit_bounds_a_busy_keep(mgr_factory, tmp_path) -> None:
+    mgr = start(mgr_factory, tmp_path, "--keep-cpus", "0.2")
+    spinner = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
+                        env=mgr.env)  # fmt: skip
+    client = KeepmgrClient(mgr.url)
+    (keep_id,) = wait_for(
+        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="spin"
+    )
+    cgroup = Path("/sys/fs/cgroup/cpu", mgr.cgroup_parent, keep_id)
+    assert (cgroup / "cpu.cfs_quota_us").read_text().strip() == "20000"
+    (pid,) = keep_pids(mgr, keep_id, "arx.wasmldr.main")
+    before, started = _cpu_seconds(pid), time.monotonic()
+    time.sleep(2)
+    share = (_cpu_seconds(pid) - before) / (time.monotonic() - started)
+    # An endless loop would take a whole CPU; the Keep gets a fifth of one.
+    assert 0.02 < share < 0.35, share
+    stat = dict(line.split() for line in (cgroup / "cpu.stat").read_text().splitlines())
+    assert int(stat["nr_throttled"]) > 0
+    spinner.kill()
+    spinner.communicate()
+    wait_for(lambda: client.show(keep_id).state in ("failed", "exited"), what="the end")
+
+
+@pytest.mark.parametrize("value", ["0.001", "-1", "nan", "inf", "5000"])
+def test_keep_cpus_must_be_a_sane_value(tmp_path, value: str) -> None:
+    run = arx("keepmgr", "--check-config", "--auth", "none", "--state-dir",
+              str(tmp_path / "state"), "--keep-cpus", value)  # fmt: skip
+    assert run.returncode == 125
+    assert run.stderr == b"arx: --keep-cpus must be 0 (no limit) or from 0.01 to 4096\n"
+
+
 def test_keep_processes_get_no_secrets_no_fds_and_their_cgroups(mgr_factory, tmp_path) -> None:
     marker_secret = "ARX_TEST_SECRET=" + secrets.token_hex(8)
     os.environ["ARX_TEST_SECRET"] = marker_secret.split("=", 1)[1]

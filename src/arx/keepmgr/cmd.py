@@ -39,7 +39,14 @@ from aiohttp import web
 
 from arx.errors import ArxError, StateError, UsageError
 from arx.keepmgr import keeps
-from arx.keepmgr.confine import DEFAULT_CGROUP_PARENT, Cgroups, KeepLimits, namespaces_work
+from arx.keepmgr.confine import (
+    DEFAULT_CGROUP_PARENT,
+    MAX_KEEP_CPUS,
+    MIN_KEEP_CPUS,
+    Cgroups,
+    KeepLimits,
+    namespaces_work,
+)
 from arx.keepmgr.keeps import KeepRegistry, RegistryConfig
 from arx.keepmgr.listener import (
     DEFAULT_MAX_CONNECTIONS,
@@ -140,6 +147,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     limits.add_argument(
         "--keep-pids", type=int, default=keeps.DEFAULT_KEEP_PIDS, metavar="N",
         help=f"tasks (processes and threads) per Keep (default {keeps.DEFAULT_KEEP_PIDS})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--keep-cpus", type=float, default=0.0, metavar="N",
+        help="CPU time per Keep, in CPUs (e.g. 0.5; cgroup v1 cpu controller); "
+        "default 0: no limit",
     )  # fmt: skip
     limits.add_argument(
         "--keep-user", default=None, metavar="USER",
@@ -317,10 +329,19 @@ class Config:
         store = Store.open(self.state_dir)
         self.has_tokens = store.has_tokens()
         store.close()
+        cpus: float = args.keep_cpus
+        if not (cpus == 0 or MIN_KEEP_CPUS <= cpus <= MAX_KEEP_CPUS):
+            raise UsageError(
+                f"--keep-cpus must be 0 (no limit) or from {MIN_KEEP_CPUS:g} to {MAX_KEEP_CPUS:g}"
+            )
         try:
-            self.cgroups = Cgroups(args.cgroup_parent)
+            self.cgroups = Cgroups(args.cgroup_parent, cpu=cpus > 0)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        if cpus > 0 and not self.cgroups.available:
+            # Without the cpu controller nothing could enforce it: refuse
+            # rather than run Keeps the operator believes are bounded.
+            raise UsageError(f"--keep-cpus needs writable cgroups: {self.cgroups.reason}")
         self.namespaces_reason = ""
         if args.namespaces == "off":
             self.namespaces = False
@@ -341,6 +362,7 @@ class Config:
                 memory_bytes=args.keep_memory_mib << 20,
                 pids=args.keep_pids,
                 nofile=keeps.DEFAULT_KEEP_NOFILE,
+                cpus=cpus,
             ),
             keep_user=self.keep_user,
             provision_timeout=args.provision_timeout,
@@ -375,7 +397,12 @@ class Config:
             f"limits: {self.registry.max_keeps} Keeps, {self.registry.max_keeps_per_client} "
             f"per client, {self.max_requests} requests, {self.max_connections} connections",
             f"per Keep: {self.registry.limits.memory_bytes >> 20} MiB, "
-            f"{self.registry.limits.pids} tasks, {self.registry.limits.nofile} files",
+            f"{self.registry.limits.pids} tasks, {self.registry.limits.nofile} files, "
+            + (
+                f"{self.registry.limits.cpus:g} CPUs"
+                if self.registry.limits.cpus
+                else "no CPU limit"
+            ),
             "confinement: "
             + (
                 f"cgroups v1 under {self.cgroup_parent}"

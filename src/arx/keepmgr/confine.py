@@ -27,6 +27,15 @@ from pathlib import Path
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 DEFAULT_CGROUP_PARENT = "arx-keepmgr"
 CONTROLLERS = ("memory", "pids")
+# The cpu controller is used only when Keeps have a CPU limit (--keep-cpus).
+CPU_CONTROLLER = "cpu"
+ALL_CONTROLLERS = (*CONTROLLERS, CPU_CONTROLLER)
+# The kernel's default CFS period; a Keep's quota is its share of it.
+CFS_PERIOD_US = 100_000
+# The smallest quota the kernel accepts is 1 ms a period: 0.01 CPUs.
+MIN_KEEP_CPUS = 0.01
+# More than the host has limits nothing; this only keeps the quota a sane number.
+MAX_KEEP_CPUS = 4096.0
 # A parent name is one path component that cannot escape the hierarchy.
 _PARENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Killing a cgroup's tasks races with tasks that fork; a few rounds suffice
@@ -44,6 +53,8 @@ class KeepLimits:
     memory_bytes: int
     pids: int
     nofile: int
+    # CPUs' worth of time per period (0: no limit), enforced by CFS bandwidth control.
+    cpus: float = 0.0
 
 
 class KeepCgroups:
@@ -95,14 +106,24 @@ class KeepCgroups:
 class Cgroups:
     """The cgroup v1 parent directories keepmgr puts Keeps under, if writable."""
 
-    def __init__(self, parent: str = DEFAULT_CGROUP_PARENT, root: Path = CGROUP_V1_ROOT) -> None:
+    def __init__(
+        self,
+        parent: str = DEFAULT_CGROUP_PARENT,
+        root: Path = CGROUP_V1_ROOT,
+        *,
+        cpu: bool = False,
+    ) -> None:
         if not _PARENT_NAME.match(parent):
             raise ValueError(f"invalid cgroup parent name {parent!r}")
-        self.parents = tuple(root / c / parent for c in CONTROLLERS)
+        self.controllers = (*CONTROLLERS, CPU_CONTROLLER) if cpu else CONTROLLERS
+        self.parents = tuple(root / c / parent for c in self.controllers)
+        # Where any keepmgr with this parent may have left a Keep's cgroups,
+        # whatever its own controllers were.
+        self._all_parents = tuple(root / c / parent for c in ALL_CONTROLLERS)
         self.available = False
         self.reason = ""
         try:
-            for c, path in zip(CONTROLLERS, self.parents, strict=True):
+            for c, path in zip(self.controllers, self.parents, strict=True):
                 if not (root / c / "cgroup.procs").exists():
                     raise OSError(f"no cgroup v1 {c} hierarchy at {root / c}")
                 path.mkdir(exist_ok=True)
@@ -114,8 +135,8 @@ class Cgroups:
 
     def create(self, keep_id: str, limits: KeepLimits) -> KeepCgroups:
         """Makes the Keep's cgroups with their limits; raises OSError if that fails."""
-        memory, pids = (parent / keep_id for parent in self.parents)
-        made = KeepCgroups((memory, pids))
+        made = KeepCgroups(tuple(parent / keep_id for parent in self.parents))
+        memory, pids = made.paths[:2]
         for parent in self.parents:
             # Another keepmgr sharing the parent may have removed it when it stopped.
             parent.mkdir(exist_ok=True)
@@ -129,13 +150,18 @@ class Cgroups:
             if memsw.exists():
                 memsw.write_text(f"{limits.memory_bytes}\n")
             (pids / "pids.max").write_text(f"{limits.pids}\n")
+            if CPU_CONTROLLER in self.controllers:
+                cpu = made.paths[2]
+                quota = round(limits.cpus * CFS_PERIOD_US) if limits.cpus > 0 else -1
+                (cpu / "cpu.cfs_period_us").write_text(f"{CFS_PERIOD_US}\n")
+                (cpu / "cpu.cfs_quota_us").write_text(f"{quota}\n")
         except OSError:
             made.remove()
             raise
         return made
 
     def existing(self, keep_id: str) -> KeepCgroups | None:
-        paths = tuple(parent / keep_id for parent in self.parents)
+        paths = tuple(parent / keep_id for parent in self._all_parents)
         present = tuple(p for p in paths if p.is_dir())
         return KeepCgroups(present) if present else None
 
