@@ -430,6 +430,17 @@ def test_keep_processes_get_no_secrets_no_fds_and_their_cgroups(mgr_factory, tmp
             with open(f"/proc/{pid}/net/route") as f:
                 assert len(f.readlines()) <= 1
             _assert_host_files_read_only(pid, environ)
+            # Root of its user namespace, so it had every capability there: the
+            # bounding set is empty now, so that no execve can bring one back.
+            with open(f"/proc/{pid}/status") as f:
+                assert "CapBnd:\t0000000000000000\n" in f.read()
+        if module == "arx.wasmldr.main":
+            # No capability left, and none to be had again.
+            with open(f"/proc/{pid}/status") as f:
+                status = {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+            for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+                assert int(status[field], 16) == 0, (field, status[field])
+            assert status["NoNewPrivs"] == "1"
         with open(f"/proc/{pid}/limits") as f:
             limits = f.read()
         assert any(line.startswith("Max core file size") and " 0 " in line

@@ -40,7 +40,7 @@ from arx.protocol.messages import (
     Ready,
     WorkloadStarted,
 )
-from arx.wasmldr import server
+from arx.wasmldr import privileges, server
 from arx.wasmldr.readonly import make_read_only_except
 
 
@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.read_only_root:
             make_read_only_except(_writable_dirs(args))
+        # After the mounts, which need CAP_SYS_ADMIN in the Keep's namespace,
+        # and before anything from a client is read.
+        privileges.drop_all()
         return serve(args, channel)
     except ArxError as exc:
         print(f"wasmldr: {exc.message}", file=sys.stderr)
