@@ -77,7 +77,8 @@ class StepDisplay:
         if self.verbose:
             print(f"arx: {message}", file=sys.stderr, flush=True)
         self._step = message
-        self._describe(message)
+        # Drawn at once: a step shorter than the refresh interval is still seen.
+        self._describe(message, refresh=True)
 
     def sent(self, done: int, total: int) -> None:
         """The upload's progress: ``done`` of ``total`` bytes have left for the Keep."""
@@ -98,7 +99,7 @@ class StepDisplay:
         if progress is not None:
             progress.stop()
 
-    def _describe(self, text: str) -> None:
+    def _describe(self, text: str, *, refresh: bool = False) -> None:
         with self._lock:
             if self._progress is not None and self._task is not None:
-                self._progress.update(self._task, description=text)
+                self._progress.update(self._task, description=text, refresh=refresh)
