@@ -155,6 +155,8 @@ def start_keepmgr(
     state_dir: Path | None = None,
     marker: str | None = None,
     stderr: int | None = None,
+    python: str = sys.executable,
+    pythonpath: str | None = None,
 ) -> Keepmgr:
     """Starts keepmgr on loopback; without an ``--auth`` in ``extra``, with ``--auth none``.
 
@@ -170,13 +172,15 @@ def start_keepmgr(
     tmpdir = tmp_path / f"tmp-{marker[:8]}"
     tmpdir.mkdir(exist_ok=True)
     env["TMPDIR"] = str(tmpdir)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     state_dir = state_dir or tmp_path / f"state-{marker[:8]}"
     cgroup_parent = f"arx-test-{marker[:16]}"
     if "--auth" not in extra:
         extra = ("--auth", "none", *extra)
     process = subprocess.Popen(
         [
-            sys.executable,
+            python,
             "-m",
             "arx",
             "keepmgr",

@@ -11,11 +11,13 @@ import contextlib
 import http.client
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -37,6 +39,7 @@ from arx.protocol.messages import (
 )
 from tests.conftest import (
     EXAMPLES,
+    ROOT,
     WORKLOADS,
     Keepmgr,
     arx,
@@ -355,6 +358,73 @@ def test_memory_limit_kills_only_that_keep(mgr_factory, tmp_path) -> None:
     client.delete(keep_id)
     spinner.kill()
     spinner.communicate()
+
+
+# The unprivileged account for --keep-user, and an interpreter it can run.
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _interpreter_for_nobody() -> tuple[str, str] | None:
+    """(python, PYTHONPATH) with which ``nobody`` imports this arx, or None.
+
+    The test venv's interpreter may live where other accounts cannot reach
+    it (pyenv under /root); a system interpreter of the same version, given
+    this checkout and the venv's packages on PYTHONPATH, can serve instead.
+    """
+    import site
+
+    if not os.path.exists(SYSTEM_PYTHON) or shutil.which("setpriv") is None:
+        return None
+    pythonpath = os.pathsep.join([str(ROOT / "src"), *site.getsitepackages()])
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", SYSTEM_PYTHON,
+         "-c", "import sys, arx.wasmldr.main; print(sys.version_info[:2])"],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": pythonpath},
+        capture_output=True, timeout=60, check=False, cwd="/",
+    )  # fmt: skip
+    if probe.returncode != 0 or probe.stdout.decode().strip() != str(sys.version_info[:2]):
+        return None
+    return SYSTEM_PYTHON, pythonpath
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--keep-user needs keepmgr to run as root")
+def test_keep_user_runs_wasmldr_unprivileged() -> None:
+    found = _interpreter_for_nobody()
+    if found is None:
+        pytest.skip(f"no interpreter that uid {NOBODY} can run this arx with")
+    python, pythonpath = found
+    # Directories the Keep's account must pass through (pytest's own are 0700).
+    base = Path(tempfile.mkdtemp(prefix="arx-keep-user-"))
+    try:
+        base.chmod(0o755)
+        mgr = start_keepmgr(base, "--keep-user", "nobody", python=python, pythonpath=pythonpath)
+        try:
+            client = KeepmgrClient(mgr.url)
+            deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil",
+                                 "--insecure", env=mgr.env)  # fmt: skip
+            (keep_id,) = wait_for(
+                lambda: [k.id for k in client.list().keeps if k.state == "running"], what="spin"
+            )
+            (pid,) = keep_pids(mgr, keep_id, "arx.wasmldr.main")
+            with open(f"/proc/{pid}/status") as f:
+                status = {k: v.split() for k, _, v in (line.partition(":") for line in f)}
+            assert status["Uid"] == [str(NOBODY)] * 4
+            assert status["Gid"] == [str(NOBODY)] * 4
+            assert status["Groups"] == []
+            assert status["CapEff"] == ["0000000000000000"]
+            deployer.kill()
+            deployer.communicate()
+            wait_for(lambda: client.show(keep_id).state != "running", what="the end")
+            hello = arx("deploy", HELLO, "--host", mgr.url, "--backend", "nil", "--insecure",
+                        env=mgr.env)  # fmt: skip
+            assert hello.returncode == 0, hello.stderr
+            assert hello.stdout == b"Hello from a Keep!\n"
+        finally:
+            assert mgr.stop() == 0
+            assert_nothing_left(mgr)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _cpu_seconds(pid: int) -> float:
