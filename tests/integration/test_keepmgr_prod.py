@@ -118,6 +118,17 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # type
         time.sleep(0.05)
 
 
+def running_spin(mgr: Keepmgr) -> tuple[subprocess.Popen[bytes], str]:
+    """`arx deploy` of a workload that never ends, once its Keep runs: (deployer, Keep id)."""
+    deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
+                         env=mgr.env)  # fmt: skip
+    client = KeepmgrClient(mgr.url)
+    (keep_id,) = wait_for(
+        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="spin to run"
+    )
+    return deployer, keep_id
+
+
 def check_config(mgr: Keepmgr) -> str:
     run = arx("keepmgr", "--check-config", "--auth", "none", "--state-dir", str(mgr.state_dir),
               "--cgroup-parent", mgr.cgroup_parent + "-check")  # fmt: skip
@@ -401,11 +412,7 @@ def test_keep_user_runs_wasmldr_unprivileged() -> None:
         mgr = start_keepmgr(base, "--keep-user", "nobody", python=python, pythonpath=pythonpath)
         try:
             client = KeepmgrClient(mgr.url)
-            deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil",
-                                 "--insecure", env=mgr.env)  # fmt: skip
-            (keep_id,) = wait_for(
-                lambda: [k.id for k in client.list().keeps if k.state == "running"], what="spin"
-            )
+            deployer, keep_id = running_spin(mgr)
             (pid,) = keep_pids(mgr, keep_id, "arx.wasmldr.main")
             with open(f"/proc/{pid}/status") as f:
                 status = {k: v.split() for k, _, v in (line.partition(":") for line in f)}
@@ -436,12 +443,8 @@ def _cpu_seconds(pid: int) -> float:
 
 def test_cpu_limit_bounds_a_busy_keep(mgr_factory, tmp_path) -> None:
     mgr = start(mgr_factory, tmp_path, "--keep-cpus", "0.2")
-    spinner = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
-                        env=mgr.env)  # fmt: skip
+    spinner, keep_id = running_spin(mgr)
     client = KeepmgrClient(mgr.url)
-    (keep_id,) = wait_for(
-        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="spin"
-    )
     cgroup = Path("/sys/fs/cgroup/cpu", mgr.cgroup_parent, keep_id)
     assert (cgroup / "cpu.cfs_quota_us").read_text().strip() == "20000"
     (pid,) = keep_pids(mgr, keep_id, "arx.wasmldr.main")
@@ -721,11 +724,7 @@ def _attest(client: KeepmgrClient, keep_id: str) -> None:
 def test_sigkill_of_a_keep_process_at_each_step(mgr_factory, tmp_path, victim, step) -> None:
     mgr = start(mgr_factory, tmp_path)
     client = KeepmgrClient(mgr.url)
-    bystander = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
-                          env=mgr.env)  # fmt: skip
-    (bystander_id,) = wait_for(
-        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="bystander"
-    )
+    bystander, bystander_id = running_spin(mgr)
     deployer = None
     outcome: list[BaseException] = []
     if step == "running":
@@ -821,11 +820,7 @@ def test_sigkill_of_keepmgr_at_each_step(tmp_path, step) -> None:
     client = KeepmgrClient(mgr.url)
     deployer = None
     if step == "running":
-        deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
-                             env=mgr.env)  # fmt: skip
-        (keep_id,) = wait_for(
-            lambda: [k.id for k in client.list().keeps if k.state == "running"], what="running"
-        )
+        deployer, keep_id = running_spin(mgr)
     else:
         keep_id = _to_step(client, step)
     mgr.process.kill()
@@ -913,12 +908,8 @@ def test_a_workload_that_never_ends_is_bounded_by_the_lifetime(mgr_factory, tmp_
     test_client_leaving_mid_run_ends_the_keep.)
     """
     mgr = start(mgr_factory, tmp_path, "--max-lifetime", "4")
-    deployer = arx_popen("deploy", SPIN, "--host", mgr.url, "--backend", "nil", "--insecure",
-                         env=mgr.env)  # fmt: skip
+    deployer, keep_id = running_spin(mgr)
     client = KeepmgrClient(mgr.url)
-    (keep_id,) = wait_for(
-        lambda: [k.id for k in client.list().keeps if k.state == "running"], what="running"
-    )
     _out, err = deployer.communicate(timeout=30)
     assert deployer.returncode == 125
     # The client names how the host says the Keep ended, then deletes it.
