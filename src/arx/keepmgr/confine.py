@@ -115,7 +115,7 @@ class Cgroups:
     ) -> None:
         if not _PARENT_NAME.match(parent):
             raise ValueError(f"invalid cgroup parent name {parent!r}")
-        self.controllers = (*CONTROLLERS, CPU_CONTROLLER) if cpu else CONTROLLERS
+        self.controllers = ALL_CONTROLLERS if cpu else CONTROLLERS
         self.parents = tuple(root / c / parent for c in self.controllers)
         # Where any keepmgr with this parent may have left a Keep's cgroups,
         # whatever its own controllers were.
@@ -167,7 +167,7 @@ class Cgroups:
 
     def remove_parents(self) -> None:
         """Removes the parent directories if no Keep of any keepmgr is left in them."""
-        for parent in self.parents:
+        for parent in self._all_parents:
             with contextlib.suppress(OSError):
                 parent.rmdir()
 
