@@ -466,6 +466,8 @@ def test_keep_cpus_must_be_a_sane_value(tmp_path, value: str) -> None:
               str(tmp_path / "state"), "--keep-cpus", value)  # fmt: skip
     assert run.returncode == 125
     assert run.stderr == b"arx: --keep-cpus must be 0 (no limit) or from 0.01 to 4096\n"
+    # Refused before anything was made.
+    assert not (tmp_path / "state").exists()
 
 
 def test_keep_processes_get_no_secrets_no_fds_and_their_cgroups(mgr_factory, tmp_path) -> None:

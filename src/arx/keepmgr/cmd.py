@@ -302,8 +302,8 @@ class Config:
         ):  # fmt: skip
             if getattr(args, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive")
-        self.state_dir = _state_dir(args)
-        self.compile_cache = _compile_cache(args.compile_cache, self.state_dir)
+        # Everything that needs only the arguments is checked before anything
+        # is made on the host: a refused configuration leaves nothing behind.
         auth = args.auth or ("none" if self.unix else "tokens")
         if auth == "none" and not self.unix and not is_loopback(self.host):
             raise UsageError("--auth none is allowed on Unix sockets and loopback addresses only")
@@ -312,6 +312,13 @@ class Config:
             raise UsageError("--max-lifetime must be 0 (no limit) or positive")
         if bool(args.tls_cert) != bool(args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
+        cpus: float = args.keep_cpus
+        if not (cpus == 0 or MIN_KEEP_CPUS <= cpus <= MAX_KEEP_CPUS):
+            raise UsageError(
+                f"--keep-cpus must be 0 (no limit) or from {MIN_KEEP_CPUS:g} to {MAX_KEEP_CPUS:g}"
+            )
+        self.state_dir = _state_dir(args)
+        self.compile_cache = _compile_cache(args.compile_cache, self.state_dir)
         self.tls = not self.unix and (args.tls or bool(args.tls_cert) or not is_loopback(self.host))
         self.tls_cert: Path | None = args.tls_cert
         self.tls_key: Path | None = args.tls_key
@@ -329,11 +336,6 @@ class Config:
         store = Store.open(self.state_dir)
         self.has_tokens = store.has_tokens()
         store.close()
-        cpus: float = args.keep_cpus
-        if not (cpus == 0 or MIN_KEEP_CPUS <= cpus <= MAX_KEEP_CPUS):
-            raise UsageError(
-                f"--keep-cpus must be 0 (no limit) or from {MIN_KEEP_CPUS:g} to {MAX_KEEP_CPUS:g}"
-            )
         try:
             self.cgroups = Cgroups(args.cgroup_parent, cpu=cpus > 0)
         except ValueError as exc:
