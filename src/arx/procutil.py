@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """The C library, for the system calls Python does not wrap; errno is kept for ctypes."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent(expected_parent: int, sig: int = signal.SIGKILL) -> None:
@@ -20,7 +27,6 @@ def die_with_parent(expected_parent: int, sig: int = signal.SIGKILL) -> None:
     asks for SIGTERM and handles it by cleaning up and exiting at once.
     """
     if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        libc().prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() != expected_parent:
         os._exit(1)

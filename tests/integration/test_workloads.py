@@ -29,6 +29,7 @@ from tests.conftest import (
     start_keepmgr,
     wait_no_marked,
 )
+from tests.test_examples_reproducible import sha_generator_data
 
 MIB = 1 << 20
 
@@ -146,16 +147,10 @@ def test_news2_vitals_as_a_file_in_a_read_only_dir(clean: Keepmgr, tmp_path) -> 
 
 
 def sha_generator_digest(mib: int) -> str:
-    x = 0x2545F491
+    """What examples/sha256sum prints for ``mib``: the digest of its generator's data."""
     digest = hashlib.sha256()
-    for _ in range(mib):
-        words = bytearray()
-        for _ in range(MIB // 4):
-            x ^= (x << 13) & 0xFFFFFFFF
-            x ^= x >> 17
-            x ^= (x << 5) & 0xFFFFFFFF
-            words += x.to_bytes(4, "little")
-        digest.update(words)
+    for chunk in sha_generator_data(mib):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from arx.client.api import KeepmgrClient, parse_fingerprint
 from arx.client.deploy import DeployOptions, deploy, exit_code
-from arx.client.progress import StepDisplay, wants_live_display
+from arx.client.progress import StepDisplay
 from arx.client.trust import DeployPolicy
 from arx.client.workload import (
     CONFIG_NAME,
@@ -300,8 +300,7 @@ def run_deployment(
     if upload is None:
         upload = prepare_upload(args)
     if display is None:
-        live = wants_live_display(args.verbose)
-        with StepDisplay(verbose=args.verbose, live=live) as own:
+        with StepDisplay.for_stderr(verbose=args.verbose) as own:
             return run_deployment(url, args, options, upload, own)
 
     def write(stream: StreamName, data: bytes) -> None:

@@ -28,7 +28,7 @@ from arx.client.cmd_common import (
     run_deployment,
 )
 from arx.client.deploy import DeployOptions
-from arx.client.progress import StepDisplay, wants_live_display
+from arx.client.progress import StepDisplay
 from arx.client.trust import DeployPolicy, local_sim_anchors
 from arx.client.workload import Upload
 from arx.errors import ArxError
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         allow_insecure=args.backend == "nil",
         policy=run_policy(args.backend),
     )
-    with StepDisplay(verbose=args.verbose, live=wants_live_display(args.verbose)) as display:
+    with StepDisplay.for_stderr(verbose=args.verbose) as display:
         display.step("starting a private keepmgr")
         return _run_private(args, options, upload, display)
 

@@ -81,8 +81,6 @@ def deploy(
     progress: Progress = lambda _msg: None,
     notice: Progress | None = None,
     on_sent: SentSink = lambda _done, _total: None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Result:
     """Runs the steps.
 
@@ -91,7 +89,7 @@ def deploy(
     """
     check_backend_allowed(options.backend, options.policy, allow_insecure=options.allow_insecure)
     progress(f"creating a {options.backend} Keep")
-    keep = create_waiting(client, options, notice=notice or progress, clock=clock, sleep=sleep)
+    keep = create_waiting(client, options, notice=notice or progress)
     try:
         nonce = secrets.token_bytes(NONCE_LENGTH)
         progress(f"attesting Keep {keep.id}")
@@ -408,8 +406,6 @@ def create_waiting(
     options: DeployOptions,
     *,
     notice: Progress,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
 ) -> KeepInfo:
     """Creates the Keep, asking again within ``options.wait`` while the host refuses at a limit.
 
@@ -417,14 +413,14 @@ def create_waiting(
     asking again cannot make two Keeps. Any other error, a refusal without
     ``Retry-After``, or a refusal once the time is up is raised as it came.
     """
-    deadline = clock() + options.wait
+    deadline = time.monotonic() + options.wait
     while True:
         try:
             return client.create(options.backend)
         except RemoteError as exc:
-            left = deadline - clock()
+            left = deadline - time.monotonic()
             if exc.retry_after is None or left <= 0:
                 raise
             pause = min(max(float(exc.retry_after), MIN_RETRY_PAUSE), left)
             notice(f"waiting {round(pause, 1):g} s for a Keep, then asking again: {exc.message}")
-            sleep(pause)
+            time.sleep(pause)

@@ -27,11 +27,6 @@ if TYPE_CHECKING:
 MIB = 1024 * 1024
 
 
-def wants_live_display(verbose: bool) -> bool:
-    """A status line only on a real terminal that can redraw one, and not with --verbose."""
-    return not verbose and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-
-
 class StepDisplay:
     """Receives the deployment's steps and shows them as the module docstring says.
 
@@ -58,6 +53,12 @@ class StepDisplay:
                 console=Console(stderr=True),
                 transient=True,
             )
+
+    @classmethod
+    def for_stderr(cls, *, verbose: bool) -> StepDisplay:
+        """A status line only on a real terminal that can redraw one, and not with --verbose."""
+        live = not verbose and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        return cls(verbose=verbose, live=live)
 
     def __enter__(self) -> StepDisplay:
         if self._progress is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 
+from arx import procutil
 from arx.errors import ArxError
 
 # <linux/prctl.h>
@@ -65,7 +66,7 @@ def _error(what: str) -> PrivilegeError:
 
 def drop_all() -> None:
     """Gives up every privilege for good, or raises ``PrivilegeError``."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = procutil.libc()
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise _error(f"no_new_privs: {os.strerror(ctypes.get_errno())}")
     # Ambient capabilities exist since Linux 4.3; EINVAL before that means none.

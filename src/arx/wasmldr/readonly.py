@@ -22,6 +22,7 @@ import ctypes
 import os
 from collections.abc import Sequence
 
+from arx import procutil
 from arx.errors import ArxError
 
 # <linux/mount.h> and <fcntl.h>.
@@ -49,10 +50,6 @@ class ReadOnlyError(ArxError):
     code = "read_only_root"
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def _fail(what: str, path: str) -> ReadOnlyError:
     errno = ctypes.get_errno()
     return ReadOnlyError(
@@ -77,7 +74,7 @@ def _set_attr(libc: ctypes.CDLL, path: str, *, set_: int = 0, clear: int = 0) ->
 
 def make_read_only_except(writable: Sequence[str]) -> None:
     """Makes every mount read-only except ``writable`` (existing directories), or raises."""
-    libc = _libc()
+    libc = procutil.libc()
     for path in writable:
         # Its own mount, so that its flags can differ from its parent's.
         if libc.mount(os.fsencode(path), os.fsencode(path), None, MS_BIND | MS_REC, None) != 0:
